@@ -1,0 +1,1 @@
+"""Advisor console, marketer reports, settings, the CLI and the app factory."""

@@ -1,0 +1,1 @@
+"""The benchmark harness: each module registers one `calltrack bench NAME`."""

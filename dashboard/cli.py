@@ -1,0 +1,229 @@
+"""The `calltrack` command: serve, demo, migrate, site, user, bench, and each domain's commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from tracker.clock import SystemClock
+from tracker.config import Settings
+from tracker.db import Database, migrate_sync
+from tracker.errors import ApiError
+from tracker.sites import (
+    SiteSpec,
+    create_site,
+    dumps,
+    get_or_create_account,
+    list_sites,
+    site_summary,
+)
+from tracker.users import create_user
+
+Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":%(message)r}',
+        stream=sys.stderr,
+    )
+
+
+def emit(data: Any) -> None:
+    print(dumps(data))
+
+
+async def with_db(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run `work(session)` in one committed transaction."""
+    database = Database(settings.database_url)
+    try:
+        async with database.begin() as db:
+            return await work(db)
+    finally:
+        await database.close()
+
+
+async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    await asyncio.to_thread(migrate_sync, settings.database_url)
+    print(f"schema up to date ({_redacted(settings.database_url)})", file=sys.stderr)
+    return 0
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def run_server(settings: Settings, host: str, port: int) -> None:
+    from aiohttp import web
+
+    from dashboard.app import create_app
+
+    migrate_sync(settings.database_url)
+    app = create_app(settings)
+    print(
+        f"Calltrack serving on http://{host}:{port} (public URL {settings.public_url})",
+        file=sys.stderr,
+    )
+    web.run_app(app, host=host, port=port, print=None, access_log=None, shutdown_timeout=5)
+
+
+async def cmd_site_create(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(db: Any) -> dict[str, object]:
+        clock = SystemClock()
+        account = await get_or_create_account(db, args.account, clock)
+        site = await create_site(
+            db,
+            account,
+            SiteSpec(
+                name=args.name,
+                domain=args.domain,
+                phone=args.phone,
+                country=args.country,
+                timezone=args.timezone,
+                language=args.language,
+                consent_mode=args.consent_mode,
+            ),
+            clock,
+        )
+        summary = await site_summary(db, site, settings.public_url)
+        summary["account"] = account.name
+        return summary
+
+    emit(await with_db(settings, work))
+    return 0
+
+
+async def cmd_site_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(db: Any) -> list[dict[str, object]]:
+        account = None
+        if args.account:
+            from sqlalchemy import select
+
+            from tracker.models import Account
+
+            account = await db.scalar(select(Account).where(Account.name == args.account))
+            if account is None:
+                return []
+        return [
+            await site_summary(db, s, settings.public_url) for s in await list_sites(db, account)
+        ]
+
+    emit(await with_db(settings, work))
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        if not sys.stdin.isatty():
+            raise CliError("no terminal to prompt for a password: use --password-stdin")
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            raise CliError("the two passwords differ")
+    return password
+
+
+async def cmd_user_create(args: argparse.Namespace, settings: Settings) -> int:
+    password = _read_password(args)
+
+    async def work(db: Any) -> dict[str, object]:
+        clock = SystemClock()
+        account = await get_or_create_account(db, args.account, clock)
+        user = await create_user(db, account, args.email, password, args.role, clock)
+        return {"id": user.id, "email": user.email, "role": user.role, "account": account.name}
+
+    emit(await with_db(settings, work))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="calltrack", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="serve everything on one port")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+
+    demo = commands.add_parser("demo", help="create the demo site and serve (embedded default)")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080)
+
+    migrate_cmd = commands.add_parser("migrate", help="bring the database schema up to date")
+    migrate_cmd.set_defaults(handler=cmd_migrate)
+
+    site = commands.add_parser("site", help="manage sites").add_subparsers(
+        dest="site_command", required=True, metavar="ACTION"
+    )
+    create = site.add_parser("create", help="create a site and print its snippet as JSON")
+    create.add_argument("--name", required=True)
+    create.add_argument("--domain", required=True)
+    create.add_argument("--phone", required=True, help="the business number, any written form")
+    create.add_argument("--country", required=True, help="ISO country code, e.g. FR")
+    create.add_argument("--account", default="default")
+    create.add_argument("--timezone")
+    create.add_argument("--language")
+    create.add_argument("--consent-mode", choices=["required", "not_required"], default="required")
+    create.set_defaults(handler=cmd_site_create)
+    listing = site.add_parser("list", help="list sites as JSON")
+    listing.add_argument("--account")
+    listing.set_defaults(handler=cmd_site_list)
+
+    user = commands.add_parser("user", help="manage users").add_subparsers(
+        dest="user_command", required=True, metavar="ACTION"
+    )
+    user_create = user.add_parser("create", help="create a user")
+    user_create.add_argument("--email", required=True)
+    user_create.add_argument(
+        "--role", required=True, choices=["admin", "marketer", "advisor", "dpo"]
+    )
+    user_create.add_argument("--account", default="default")
+    user_create.add_argument("--password-stdin", action="store_true")
+    user_create.set_defaults(handler=cmd_user_create)
+
+    from dashboard import cli_extra
+
+    cli_extra.register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    try:
+        if args.command in ("serve", "demo"):
+            if args.command == "demo":
+                from dashboard.democli import prepare_demo
+
+                prepare_demo(settings, args.host, args.port)
+            run_server(settings, args.host, args.port)
+            return 0
+        handler: Command = args.handler
+        return asyncio.run(handler(args, settings))
+    except ApiError as exc:
+        print(json.dumps(exc.as_json(), ensure_ascii=False), file=sys.stderr)
+        return 2
+    except CliError as exc:
+        print(f"calltrack: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,422 @@
+"""Collect endpoint, sessions, carts, consent and tenant isolation, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from sqlalchemy import select
+from support.app import make_settings
+
+from dashboard.app import create_app
+from tracker.clock import FrozenClock
+from tracker.db import Database
+from tracker.models import Cart, Pageview, Site, TrackedSession
+from tracker.sites import SiteSpec, create_site, get_or_create_account
+
+ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0.0.0 Safari/537.36"
+)
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+
+
+def page_id() -> str:
+    return secrets.token_hex(8)
+
+
+async def new_site(
+    database: Database, consent_mode: str = "required", account: str | None = None
+) -> Site:
+    async with database.begin() as db:
+        owner = await get_or_create_account(
+            db, account or f"acct-{secrets.token_hex(4)}", FrozenClock()
+        )
+        return await create_site(
+            db,
+            owner,
+            SiteSpec(
+                name="Vélos Martin",
+                domain="velos-martin.fr",
+                phone="+33 1 23 45 67 89",
+                country="FR",
+                consent_mode=consent_mode,
+            ),
+            FrozenClock(),
+        )
+
+
+class Visitor:
+    """A browser as the server sees it: an address, a user agent and what the page knows."""
+
+    def __init__(
+        self, client: TestClient[Any, Any], site: Site, ip: str = "203.0.113.77", ua: str = CHROME
+    ) -> None:
+        self.client = client
+        self.site = site
+        self.ip = ip
+        self.ua = ua
+        self.session: str | None = None
+        self.page: str = page_id()
+
+    async def send(self, kind: str, expect: int = 200, **fields: Any) -> dict[str, Any]:
+        body = {"k": self.site.site_key, "t": kind, "p": self.page, "s": self.session, **fields}
+        response = await self.client.post(
+            "/collect",
+            data=json.dumps(body),
+            headers={
+                "Content-Type": "text/plain",
+                "User-Agent": self.ua,
+                "X-Forwarded-For": self.ip,
+            },
+        )
+        assert response.status == expect, await response.text()
+        if response.status != 200:
+            return {}
+        reply: dict[str, Any] = await response.json()
+        self.session = reply["s"]
+        return reply
+
+    async def view(
+        self, url: str, referrer: str | None = None, title: str = "Page", **fields: Any
+    ) -> dict[str, Any]:
+        self.page = page_id()
+        return await self.send("pageview", u=url, r=referrer, ti=title, **fields)
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+async def client(
+    aiohttp_client: ClientFactory, database_url: str, clock: FrozenClock
+) -> TestClient[Any, Any]:
+    return await aiohttp_client(create_app(make_settings(database_url), clock=clock))
+
+
+async def load_session(database: Database, session_id: str) -> TrackedSession:
+    async with database.sessions() as db:
+        session = await db.get(TrackedSession, session_id)
+        assert session is not None
+        return session
+
+
+async def test_first_pageview_records_session_with_channel(
+    client: TestClient[Any, Any], database: Database
+) -> None:
+    site = await new_site(database)
+    visitor = Visitor(client, site)
+    reply = await visitor.view(
+        "https://velos-martin.fr/?utm_source=google&utm_medium=cpc&utm_campaign=ete&utm_term=velo+ville"
+        "&utm_content=ad1&gclid=abc123",
+        referrer="https://www.google.com/",
+        title="Accueil",
+    )
+    assert reply["v"] is None and reply["n"] == []
+    session = await load_session(database, reply["s"])
+    assert session.channel == "Paid Search"
+    assert (session.source, session.medium, session.campaign) == ("google", "cpc", "ete")
+    assert session.term == "velo ville" and session.content == "ad1"
+    assert session.gclid == "abc123" and session.click_ids["gclid"] == "abc123"
+    assert session.ip_truncated == "203.0.113.0"
+    assert session.browser == "Chrome" and session.device == "desktop"
+    assert session.visitor_id is None and session.consent is False
+    assert session.pageview_count == 1
+
+
+async def test_pages_of_a_visit_share_the_session(
+    client: TestClient[Any, Any], database: Database
+) -> None:
+    site = await new_site(database)
+    visitor = Visitor(client, site)
+    first = await visitor.view("https://velos-martin.fr/", title="Home")
+    await visitor.send("ping", d=15000)
+    await visitor.send("leave", d=21000)
+    await visitor.view("https://velos-martin.fr/gravel", title="Gravel")
+    assert visitor.session == first["s"]
+    async with database.sessions() as db:
+        pages = list(
+            await db.scalars(
+                select(Pageview).where(Pageview.session_id == first["s"]).order_by(Pageview.id)
+            )
+        )
+    assert [p.title for p in pages] == ["Home", "Gravel"]
+    assert pages[0].duration_ms == 21000
+    session = await load_session(database, first["s"])
+    assert session.current_url == "https://velos-martin.fr/gravel"
+
+
+async def test_late_heartbeat_never_shortens_time_on_page(
+    client: TestClient[Any, Any], database: Database
+) -> None:
+    site = await new_site(database)
+    visitor = Visitor(client, site)
+    await visitor.view("https://velos-martin.fr/")
+    await visitor.send("leave", d=40000)
+    await visitor.send("ping", d=30000)
+    async with database.sessions() as db:
+        page = await db.scalar(select(Pageview).where(Pageview.session_id == visitor.session))
+    assert page is not None and page.duration_ms == 40000
+
+
+async def test_consentless_full_page_loads_are_stitched_by_keyed_hash(
+    client: TestClient[Any, Any], database: Database, clock: FrozenClock
+) -> None:
+    site = await new_site(database)
+    first = Visitor(client, site)
+    await first.view("https://velos-martin.fr/?utm_source=newsletter&utm_medium=email")
+    second = Visitor(client, site)  # a new page load: nothing stored in the browser
+    await second.view("https://velos-martin.fr/produits", referrer="https://velos-martin.fr/")
+    assert second.session == first.session
+    other = Visitor(client, site, ip="198.51.100.9")
+    await other.view("https://velos-martin.fr/")
+    assert other.session != first.session
+    session = await load_session(database, first.session or "")
+    assert session.anon_key and "203.0.113" not in session.anon_key
+    assert session.channel == "Email"
+
+
+async def test_thirty_minutes_of_inactivity_start_a_new_session(
+    client: TestClient[Any, Any], database: Database, clock: FrozenClock
+) -> None:
+    site = await new_site(database)
+    visitor = Visitor(client, site)
+    await visitor.view("https://velos-martin.fr/")
+    first = visitor.session
+    clock.advance(minutes=29)
+    await visitor.view("https://velos-martin.fr/a")
+    assert visitor.session == first
+    clock.advance(minutes=30, seconds=1)
+    await visitor.view("https://velos-martin.fr/b")
+    assert visitor.session != first
+    fresh = Visitor(client, site)
+    clock.advance(minutes=31)
+    await fresh.view("https://velos-martin.fr/c")
+    assert fresh.session not in (first, visitor.session)
+
+
+async def test_cart_keeps_the_latest_snapshot(
+    client: TestClient[Any, Any], database: Database
+) -> None:
+    site = await new_site(database)
+    visitor = Visitor(client, site)
+    await visitor.view("https://velos-martin.fr/")
+    await visitor.send(
+        "cart",
+        cart={
+            "items": [{"name": "Gravel", "sku": "G1", "qty": 1, "price": 1290}],
+            "total": 1290,
+            "currency": "eur",
+        },
+    )
+    await visitor.send(
+        "cart",
+        cart={
+            "items": [
+                {"name": "Gravel", "sku": "G1", "qty": 1, "price": "1290.00"},
+                {"name": "Casque <b>", "sku": "C2", "qty": 2, "price": 49.5},
+            ],
+            "currency": "EUR",
+        },
+    )
+    async with database.sessions() as db:
+        carts = list(await db.scalars(select(Cart).where(Cart.session_id == visitor.session)))
+    assert len(carts) == 1
+    cart = carts[0]
+    assert str(cart.total) == "1389.00" and cart.currency == "EUR" and cart.item_count == 3
+    assert [item["name"] for item in cart.items] == ["Gravel", "Casque <b>"]
+
+
+async def test_consent_gives_a_visitor_id_and_withdrawal_removes_it(
+    client: TestClient[Any, Any], database: Database
+) -> None:
+    site = await new_site(database)
+    visitor = Visitor(client, site)
+    reply = await visitor.view("https://velos-martin.fr/")
+    assert reply["v"] is None
+    granted = await visitor.send("consent", c=True)
+    assert granted["v"] and len(granted["v"]) == 32
+    session = await load_session(database, visitor.session or "")
+    assert session.consent and session.visitor_id == granted["v"]
+    withdrawn = await visitor.send("consent", c=False)
+    assert withdrawn["v"] is None
+    session = await load_session(database, visitor.session or "")
+    assert not session.consent and session.visitor_id is None
+
+
+async def test_global_privacy_control_counts_as_no_consent(
+    client: TestClient[Any, Any], database: Database
+) -> None:
+    site = await new_site(database, consent_mode="not_required")
+    visitor = Visitor(client, site)
+    reply = await visitor.view("https://velos-martin.fr/", c=True, gpc=True)
+    assert reply["v"] is None
+    plain = Visitor(client, site, ip="198.51.100.20")
+    assert (await plain.view("https://velos-martin.fr/"))["v"]
+
+
+async def test_bots_are_kept_out_of_sessions(
+    client: TestClient[Any, Any], database: Database
+) -> None:
+    site = await new_site(database)
+    bot = Visitor(client, site, ua=GOOGLEBOT)
+    await bot.send("pageview", expect=204, u="https://velos-martin.fr/")
+    async with database.sessions() as db:
+        count = len(
+            list(
+                await db.scalars(select(TrackedSession.id).where(TrackedSession.site_id == site.id))
+            )
+        )
+    assert count == 0
+
+
+async def test_accounts_never_see_each_other(
+    client: TestClient[Any, Any], database: Database
+) -> None:
+    shop_a = await new_site(database)
+    shop_b = await new_site(database)
+    visitor_b = Visitor(client, shop_b)
+    await visitor_b.view("https://velos-martin.fr/")
+    intruder = Visitor(client, shop_a, ip="192.0.2.50")
+    intruder.session = visitor_b.session  # a session id of another account
+    await intruder.send(
+        "cart", u="https://velos-martin.fr/", cart={"items": [], "total": 0, "currency": "EUR"}
+    )
+    assert intruder.session != visitor_b.session
+    session_b = await load_session(database, visitor_b.session or "")
+    assert session_b.site_id == shop_b.id
+    async with database.sessions() as db:
+        assert await db.get(Cart, visitor_b.session) is None
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"{not json", 400, "invalid_json"),
+        (b"", 400, "invalid_json"),
+        (b"\xff\xfe", 400, "invalid_json"),
+        (b"[1, 2]", 400, "invalid_event"),
+        (
+            b'{"k": "nope", "t": "pageview", "p": "0123456789abcdef", "u": "https://x.fr/"}',
+            404,
+            "unknown_site",
+        ),
+        (b'{"k": "K", "t": "explode", "p": "0123456789abcdef"}', 400, "invalid_event"),
+        (
+            b'{"k": "K", "t": "pageview", "p": "0123456789abcdef", "u": "javascript:alert(1)"}',
+            400,
+            "invalid_url",
+        ),
+        (b'{"k": "K", "t": "pageview", "p": "0123456789abcdef"}', 400, "invalid_event"),
+        (
+            b'{"k": "K", "t": "pageview", "p": "../../etc", "u": "https://x.fr/"}',
+            400,
+            "invalid_event",
+        ),
+        (b'{"k": "K", "t": "ping", "p": "0123456789abcdef", "d": -5}', 400, "invalid_event"),
+        (
+            b'{"k": "K", "t": "cart", "p": "0123456789abcdef", "cart": {"items": "lots"}}',
+            400,
+            "invalid_cart",
+        ),
+        (
+            b'{"k": "K", "t": "cart", "p": "0123456789abcdef", "cart": {"items": [], "total": "NaN"}}',
+            400,
+            "invalid_cart",
+        ),
+        (b'{"k": "K", "t": "consent", "p": "0123456789abcdef"}', 400, "invalid_event"),
+        (b"[" * 60000, 400, "invalid_json"),
+    ],
+)
+async def test_bad_input_gets_a_clear_4xx(
+    client: TestClient[Any, Any], database: Database, body: bytes, status: int, code: str
+) -> None:
+    site = await new_site(database)
+    response = await client.post(
+        "/collect",
+        data=body.replace(b'"K"', f'"{site.site_key}"'.encode()),
+        headers={"Content-Type": "text/plain", "User-Agent": CHROME},
+    )
+    assert response.status == status
+    error = (await response.json())["error"]
+    assert error["code"] == code and error["message"]
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_oversized_body_is_refused(client: TestClient[Any, Any], database: Database) -> None:
+    site = await new_site(database)
+    body = json.dumps(
+        {
+            "k": site.site_key,
+            "t": "pageview",
+            "p": page_id(),
+            "u": "https://x.fr/",
+            "ti": "x" * 200_000,
+        }
+    )
+    response = await client.post("/collect", data=body, headers={"User-Agent": CHROME})
+    assert response.status == 413
+    assert (await response.json())["error"]["code"] == "payload_too_large"
+
+
+async def test_hostile_strings_are_stored_as_text(
+    client: TestClient[Any, Any], database: Database
+) -> None:
+    site = await new_site(database)
+    visitor = Visitor(client, site)
+    hostile = "<script>alert(1)</script>\x00'; DROP TABLE sessions; --  🚲 ‮"
+    reply = await visitor.view(
+        "https://velos-martin.fr/?q=%00%ff&utm_campaign=" + "é" * 5000,
+        title=hostile * 40,
+        referrer="https://evil.example/" + "a" * 10000,
+    )
+    async with database.sessions() as db:
+        page = await db.scalar(select(Pageview).where(Pageview.session_id == reply["s"]))
+    assert page is not None and page.title is not None
+    assert (
+        page.title.startswith("<script>alert(1)</script>'; DROP TABLE") and len(page.title) <= 500
+    )
+
+
+async def test_preflight_and_snippet_are_cross_origin(
+    client: TestClient[Any, Any], database: Database
+) -> None:
+    site = await new_site(database)
+    preflight = await client.options(
+        "/collect",
+        headers={"Origin": "https://velos-martin.fr", "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status == 204 and preflight.headers["Access-Control-Allow-Origin"] == "*"
+    script = await client.get(f"/ct.js?k={site.site_key}")
+    assert script.status == 200
+    assert script.headers["Content-Type"].startswith("application/javascript")
+    assert (
+        "max-age" in script.headers["Cache-Control"]
+        and script.headers["Access-Control-Allow-Origin"] == "*"
+    )
+    text = await script.text()
+    assert text.startswith("window.__calltrack_cfg={")
+    config = json.loads(text.split("=", 1)[1].split(";\n", 1)[0])
+    assert config["k"] == site.site_key and config["cm"] == "required"
+    assert config["u"] == "http://calltrack.test/collect"
+    assert config["b"] == [{"e164": "+33123456789", "cc": "33", "nat": "0123456789"}]
+    again = await client.get(
+        f"/ct.js?k={site.site_key}", headers={"If-None-Match": script.headers["ETag"]}
+    )
+    assert again.status == 304
+    unknown = await client.get("/ct.js?k=doesnotexist")
+    assert unknown.status == 200 and '"cm"' not in (await unknown.text()).split(";\n", 1)[0]
+
+
+async def test_health_and_metrics(client: TestClient[Any, Any]) -> None:
+    health = await client.get("/healthz")
+    assert health.status == 200 and (await health.json())["database"] == "ok"
+    metrics = await client.get("/metrics")
+    assert "calltrack_collect_events_total" in await metrics.text()

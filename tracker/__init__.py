@@ -1,0 +1,1 @@
+"""Visitor tracking: sessions, channels, numbers, leases and the core store."""

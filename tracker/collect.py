@@ -1,0 +1,460 @@
+"""Record what the snippet sends: sessions, pageviews, time on page, carts and consent.
+
+The service takes explicit arguments (database session, site, clock) so tests can drive it
+without HTTP. The handler in `tracker.http` parses and validates; this module decides.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tracker.channels import classify
+from tracker.clock import Clock
+from tracker.errors import ApiError
+from tracker.geo import GeoInfo
+from tracker.models import Cart, Pageview, Site, TrackedSession
+from tracker.useragent import DeviceInfo
+
+# GA4 and most analytics tools end a session after 30 minutes without activity.
+SESSION_TIMEOUT = dt.timedelta(minutes=30)
+EventType = Literal["pageview", "ping", "leave", "cart", "consent"]
+EVENT_TYPES: tuple[str, ...] = ("pageview", "ping", "leave", "cart", "consent")
+_ID = re.compile(r"^[0-9a-f]{16,32}$")
+MAX_URL = 4096
+MAX_TITLE = 500
+MAX_CART_ITEMS = 200
+# A page open for longer than a day is a forgotten tab, not attention.
+MAX_DURATION_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class CartItem:
+    name: str
+    sku: str | None
+    qty: int
+    price: Decimal | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "sku": self.sku,
+            "qty": self.qty,
+            "price": None if self.price is None else str(self.price),
+        }
+
+
+@dataclass(frozen=True)
+class CartSnapshot:
+    items: tuple[CartItem, ...]
+    total: Decimal | None
+    currency: str | None
+
+
+@dataclass(frozen=True)
+class CollectEvent:
+    site_key: str
+    type: EventType
+    page_id: str
+    session_id: str | None = None
+    visitor_id: str | None = None
+    url: str | None = None
+    referrer: str | None = None
+    title: str | None = None
+    duration_ms: int | None = None
+    consent: bool | None = None
+    gpc: bool = False
+    language: str | None = None
+    cart: CartSnapshot | None = None
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """What the request tells about the browser; the raw IP lives only in memory."""
+
+    ip: str | None
+    user_agent: str
+    device: DeviceInfo
+    # Looked up only when a session starts; the raw IP is used in memory and never stored.
+    geo_lookup: Callable[[str | None], GeoInfo]
+    ip_truncated: str | None
+    gpc_header: bool = False
+
+
+@dataclass
+class CollectResult:
+    session: TrackedSession
+    new_session: bool
+    visitor_id: str | None
+    numbers: list[dict[str, Any]] = field(default_factory=list)
+    pageview: Pageview | None = None
+
+
+class NumberAssigner(Protocol):
+    """Dynamic number insertion: the numbers a session should see (see tracker.numbers)."""
+
+    async def numbers_for_session(
+        self, db: AsyncSession, site: Site, session: TrackedSession, now: dt.datetime
+    ) -> list[dict[str, Any]]: ...
+
+
+def _text(value: Any, limit: int, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ApiError("invalid_event", f"{name} must be a string")
+    value = value.replace("\x00", "").strip()
+    return value[:limit] if value else None
+
+
+def _url(value: Any, name: str, *, required: bool = False) -> str | None:
+    text = _text(value, MAX_URL, name)
+    if text is None:
+        if required:
+            raise ApiError("invalid_event", f"{name} is required")
+        return None
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:
+        raise ApiError("invalid_url", f"{name} is not a valid URL") from exc
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        if name == "r":
+            # Referrers such as android-app:// are real; keep them, they classify as referral.
+            if parts.scheme and parts.netloc:
+                return text
+            return None
+        raise ApiError("invalid_url", f"{name} must be an absolute http(s) URL")
+    return text
+
+
+def _identifier(value: Any, name: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _ID.match(value):
+        raise ApiError("invalid_event", f"{name} must be 16 to 32 lowercase hex characters")
+    return value
+
+
+def _decimal(value: Any, name: str) -> Decimal | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ApiError("invalid_cart", f"{name} must be a number")
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise ApiError("invalid_cart", f"{name} must be a number") from exc
+    if not number.is_finite() or abs(number) >= Decimal("1e12"):
+        raise ApiError("invalid_cart", f"{name} is out of range")
+    return number.quantize(Decimal("0.01"))
+
+
+def parse_cart(raw: Any) -> CartSnapshot:
+    """Validate a cart snapshot from the snippet."""
+    if not isinstance(raw, dict):
+        raise ApiError("invalid_cart", "cart must be an object with items, total and currency")
+    items_raw = raw.get("items", [])
+    if not isinstance(items_raw, list) or len(items_raw) > MAX_CART_ITEMS:
+        raise ApiError("invalid_cart", f"cart.items must be a list of at most {MAX_CART_ITEMS}")
+    items = []
+    for index, item in enumerate(items_raw):
+        if not isinstance(item, dict):
+            raise ApiError("invalid_cart", f"cart.items[{index}] must be an object")
+        qty_raw = item.get("qty", 1)
+        if isinstance(qty_raw, bool) or not isinstance(qty_raw, int | float) or qty_raw < 0:
+            raise ApiError("invalid_cart", f"cart.items[{index}].qty must be a positive number")
+        sku = item.get("sku")
+        items.append(
+            CartItem(
+                name=_text(item.get("name"), 300, f"cart.items[{index}].name") or "",
+                sku=None if sku is None else str(sku)[:100],
+                qty=min(int(qty_raw), 1_000_000),
+                price=_decimal(item.get("price"), f"cart.items[{index}].price"),
+            )
+        )
+    currency = _text(raw.get("currency"), 3, "cart.currency")
+    if currency is not None and not re.fullmatch(r"[A-Za-z]{3}", currency):
+        raise ApiError("invalid_cart", "cart.currency must be an ISO 4217 code such as EUR")
+    total = _decimal(raw.get("total"), "cart.total")
+    if total is None and items:
+        prices = [i.price * i.qty for i in items if i.price is not None]
+        total = sum(prices, Decimal("0.00")) if prices else None
+    return CartSnapshot(tuple(items), total, currency.upper() if currency else None)
+
+
+def parse_event(body: Any) -> CollectEvent:
+    """Validate a collect body; raise ApiError with a precise code and sentence."""
+    if not isinstance(body, dict):
+        raise ApiError("invalid_event", "the body must be a JSON object")
+    site_key = body.get("k")
+    if not isinstance(site_key, str) or not 1 <= len(site_key) <= 64:
+        raise ApiError("invalid_event", "k (the site key) is required")
+    kind = body.get("t")
+    if kind not in EVENT_TYPES:
+        raise ApiError("invalid_event", f"t must be one of {', '.join(EVENT_TYPES)}")
+    page_id = _identifier(body.get("p"), "p")
+    if page_id is None:
+        raise ApiError("invalid_event", "p (the page id) is required")
+    duration = body.get("d")
+    if duration is not None:
+        if isinstance(duration, bool) or not isinstance(duration, int | float) or duration < 0:
+            raise ApiError("invalid_event", "d must be a non-negative number of milliseconds")
+        duration = min(int(duration), MAX_DURATION_MS)
+    consent = body.get("c")
+    if consent is not None and not isinstance(consent, bool):
+        raise ApiError("invalid_event", "c must be true, false or null")
+    if kind == "consent" and consent is None:
+        raise ApiError("invalid_event", "a consent event needs c: true or false")
+    cart = parse_cart(body.get("cart")) if kind == "cart" else None
+    return CollectEvent(
+        site_key=site_key,
+        type=kind,
+        page_id=page_id,
+        session_id=_identifier(body.get("s"), "s"),
+        visitor_id=_identifier(body.get("v"), "v"),
+        url=_url(body.get("u"), "u", required=kind == "pageview"),
+        referrer=_url(body.get("r"), "r"),
+        title=_text(body.get("ti"), MAX_TITLE, "ti"),
+        duration_ms=duration,
+        consent=consent,
+        gpc=body.get("gpc") is True,
+        language=_text(body.get("lang"), 16, "lang"),
+        cart=cart,
+    )
+
+
+def anon_visit_key(secret: str, site_id: int, client: ClientInfo, now: dt.datetime) -> str | None:
+    """Hash (day, site, IP, user agent) with the server secret to stitch a consentless visit.
+
+    The salt changes every UTC day and the inputs are never stored, so the key cannot be
+    reversed to an IP address nor linked across days (the approach Plausible documents).
+    """
+    if not client.ip:
+        return None
+    message = f"{now.date().isoformat()}|{site_id}|{client.ip}|{client.user_agent}".encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def consent_granted(site: Site, event: CollectEvent, client: ClientInfo) -> bool:
+    """Decide consent: Global Privacy Control always means no."""
+    if event.gpc or client.gpc_header:
+        return False
+    if site.consent_mode == "not_required":
+        return event.consent is not False
+    return event.consent is True
+
+
+def new_id() -> str:
+    return secrets.token_hex(16)
+
+
+async def _find_session(
+    db: AsyncSession, site: Site, event: CollectEvent, anon_key: str | None, now: dt.datetime
+) -> TrackedSession | None:
+    cutoff = now - SESSION_TIMEOUT
+    if event.session_id:
+        session = await db.get(TrackedSession, event.session_id)
+        if session is not None and session.site_id == site.id:
+            if session.last_seen_at > cutoff or event.type == "leave":
+                return session
+            return None
+    if event.visitor_id:
+        session = await db.scalar(
+            select(TrackedSession)
+            .where(
+                TrackedSession.site_id == site.id,
+                TrackedSession.visitor_id == event.visitor_id,
+                TrackedSession.last_seen_at > cutoff,
+            )
+            .order_by(TrackedSession.last_seen_at.desc())
+            .limit(1)
+        )
+        if session is not None:
+            return session
+    if anon_key and event.type != "leave":
+        return await db.scalar(
+            select(TrackedSession)
+            .where(
+                TrackedSession.site_id == site.id,
+                TrackedSession.anon_key == anon_key,
+                TrackedSession.last_seen_at > cutoff,
+            )
+            .order_by(TrackedSession.last_seen_at.desc())
+            .limit(1)
+        )
+    return None
+
+
+def _start_session(
+    site: Site,
+    event: CollectEvent,
+    client: ClientInfo,
+    anon_key: str | None,
+    consent: bool,
+    now: dt.datetime,
+) -> TrackedSession:
+    landing = event.url or f"https://{site.domain}/"
+    referrer = event.referrer if event.type == "pageview" else None
+    attribution = classify(landing, referrer, site_domain=site.domain)
+    visitor_id = (event.visitor_id or new_id()) if consent else None
+    geo = client.geo_lookup(client.ip)
+    return TrackedSession(
+        id=new_id(),
+        site_id=site.id,
+        visitor_id=visitor_id,
+        anon_key=anon_key,
+        consent=consent,
+        started_at=now,
+        last_seen_at=now,
+        landing_url=landing,
+        referrer=referrer,
+        channel=attribution.channel,
+        source=attribution.source,
+        medium=attribution.medium,
+        campaign=attribution.campaign,
+        term=attribution.term,
+        content=attribution.content,
+        click_ids=dict(attribution.click_ids),
+        gclid=attribution.click_ids.get("gclid"),
+        ip_truncated=client.ip_truncated,
+        country=geo.country,
+        region=geo.region,
+        city=geo.city,
+        browser=client.device.browser,
+        os=client.device.os,
+        device=client.device.device,
+        language=event.language,
+        pageview_count=0,
+        current_url=landing,
+        current_title=event.title,
+    )
+
+
+async def _record_duration(
+    db: AsyncSession, session_id: str, page_id: str, duration_ms: int
+) -> None:
+    # Durations only grow: a late heartbeat must not shorten what a beacon already recorded.
+    await db.execute(
+        update(Pageview)
+        .where(
+            Pageview.session_id == session_id,
+            Pageview.page_id == page_id,
+            Pageview.duration_ms < duration_ms,
+        )
+        .values(duration_ms=duration_ms)
+    )
+
+
+async def _save_cart(
+    db: AsyncSession, session: TrackedSession, cart: CartSnapshot, now: dt.datetime
+) -> None:
+    row = await db.get(Cart, session.id)
+    items = [item.as_json() for item in cart.items]
+    count = sum(item.qty for item in cart.items)
+    if row is None:
+        db.add(
+            Cart(
+                session_id=session.id,
+                site_id=session.site_id,
+                items=items,
+                total=cart.total,
+                currency=cart.currency,
+                item_count=count,
+                updated_at=now,
+            )
+        )
+    else:
+        row.items = items
+        row.total = cart.total
+        row.currency = cart.currency
+        row.item_count = count
+        row.updated_at = now
+
+
+async def record_event(
+    db: AsyncSession,
+    site: Site,
+    event: CollectEvent,
+    client: ClientInfo,
+    clock: Clock,
+    secret: str,
+    numbers: NumberAssigner | None = None,
+) -> CollectResult:
+    """Apply one snippet event inside the caller's transaction."""
+    now = clock.now()
+    consent = consent_granted(site, event, client)
+    anon_key = anon_visit_key(secret, site.id, client, now)
+    session = await _find_session(db, site, event, anon_key, now)
+    new_session = session is None
+    if session is None:
+        if event.type == "leave":
+            raise ApiError("unknown_session", "leave needs a session that exists", status=409)
+        session = _start_session(site, event, client, anon_key, consent, now)
+        db.add(session)
+        # No ORM relationships are declared, so the unit of work cannot order the session's
+        # INSERT before its pageview's: flush it first.
+        await db.flush()
+    elif event.type != "leave":
+        session.last_seen_at = now
+
+    if event.type == "consent" or (consent and not session.consent):
+        session.consent = consent
+        if consent and session.visitor_id is None:
+            session.visitor_id = event.visitor_id or new_id()
+    if (not consent and event.consent is False) or event.gpc or client.gpc_header:
+        # Withdrawn consent (or GPC): the visit goes on, unlinked from any visitor.
+        session.consent = False
+        session.visitor_id = None
+
+    pageview = None
+    if event.type == "pageview":
+        existing = None
+        if not new_session:
+            existing = await db.scalar(
+                select(Pageview).where(
+                    Pageview.session_id == session.id, Pageview.page_id == event.page_id
+                )
+            )
+        if existing is None:
+            pageview = Pageview(
+                site_id=site.id,
+                session_id=session.id,
+                page_id=event.page_id,
+                url=event.url or session.current_url or session.landing_url,
+                title=event.title,
+                viewed_at=now,
+                duration_ms=0,
+            )
+            db.add(pageview)
+            session.pageview_count += 1
+            session.current_url = pageview.url
+            session.current_title = event.title
+        else:
+            pageview = existing
+    elif event.duration_ms is not None and not new_session:
+        await _record_duration(db, session.id, event.page_id, event.duration_ms)
+
+    if event.type == "cart" and event.cart is not None:
+        await _save_cart(db, session, event.cart, now)
+
+    await db.flush()
+    result = CollectResult(
+        session=session,
+        new_session=new_session,
+        visitor_id=session.visitor_id,
+        pageview=pageview,
+    )
+    if numbers is not None and event.type != "leave":
+        result.numbers = await numbers.numbers_for_session(db, site, session, now)
+    return result

@@ -1,0 +1,104 @@
+"""Settings read from `CALLTRACK_*` environment variables (documented in README.md)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/calltrack.sqlite3"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    return value.strip()
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def normalise_database_url(url: str) -> str:
+    """Map plain `postgresql://` and `sqlite://` URLs to their async drivers."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        return "postgresql+asyncpg://" + url[len("postgresql://") :]
+    if url.startswith("sqlite:///") and "+aiosqlite" not in url:
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    public_url: str = "http://127.0.0.1:8080"
+    secret_key: str = field(default_factory=lambda: secrets.token_hex(32))
+    geoip_db: str | None = None
+    max_body_bytes: int = 64 * 1024
+    demo: bool = False
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    twilio_api_url: str | None = None
+    carrier: str = "simulated"
+    log_level: str = "INFO"
+    redis_prefix: str = "calltrack:"
+    # Proxies whose X-Forwarded-For is believed (loopback always is), comma-separated CIDRs.
+    trusted_proxies: tuple[str, ...] = ()
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "database_url": normalise_database_url(
+                _env("CALLTRACK_DATABASE_URL", DEFAULT_DATABASE_URL) or DEFAULT_DATABASE_URL
+            ),
+            "redis_url": _env("CALLTRACK_REDIS_URL"),
+            "public_url": (_env("CALLTRACK_PUBLIC_URL", "http://127.0.0.1:8080") or "").rstrip("/"),
+            "secret_key": _env("CALLTRACK_SECRET_KEY") or _dev_secret_key(),
+            "geoip_db": _env("CALLTRACK_GEOIP_DB"),
+            "max_body_bytes": _int_env("CALLTRACK_MAX_BODY_BYTES", 64 * 1024),
+            "twilio_account_sid": _env("CALLTRACK_TWILIO_ACCOUNT_SID"),
+            "twilio_auth_token": _env("CALLTRACK_TWILIO_AUTH_TOKEN"),
+            "twilio_api_url": _env("CALLTRACK_TWILIO_API_URL"),
+            "carrier": _env("CALLTRACK_CARRIER")
+            or ("twilio" if _env("CALLTRACK_TWILIO_ACCOUNT_SID") else "simulated"),
+            "log_level": _env("CALLTRACK_LOG_LEVEL", "INFO") or "INFO",
+            "redis_prefix": _env("CALLTRACK_REDIS_PREFIX", "calltrack:") or "calltrack:",
+            "trusted_proxies": tuple(
+                p.strip() for p in (_env("CALLTRACK_TRUSTED_PROXIES") or "").split(",") if p.strip()
+            ),
+        }
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _dev_secret_key() -> str:
+    """Keep a stable secret for the embedded default so sessions survive restarts.
+
+    Production sets CALLTRACK_SECRET_KEY; the embedded default writes one under ./var/ once.
+    """
+    path = Path("var") / "secret_key"
+    try:
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
+    except OSError:
+        return secrets.token_hex(32)

@@ -1,0 +1,80 @@
+"""The collect endpoint: thin handlers around `tracker.collect`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from tracker import appkeys
+from tracker.collect import ClientInfo, parse_event, record_event
+from tracker.errors import ApiError
+from tracker.geo import truncate_ip
+from tracker.metrics import BOT_HITS, COLLECT_EVENTS, COLLECT_REJECTED, SESSIONS_STARTED
+from tracker.useragent import parse_user_agent
+from tracker.web import CORS_HEADERS, client_ip, read_json
+
+log = logging.getLogger("calltrack.collect")
+
+
+async def collect_preflight(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers=CORS_HEADERS)
+
+
+async def collect(request: web.Request) -> web.Response:
+    """Record one snippet event and answer the session id and tracking numbers."""
+    app = request.app
+    settings = app[appkeys.SETTINGS]
+    try:
+        body = await read_json(request, settings.max_body_bytes)
+        event = parse_event(body)
+    except ApiError as exc:
+        COLLECT_REJECTED.labels(exc.code).inc()
+        raise
+    user_agent = request.headers.get("User-Agent", "")[:1000]
+    device = parse_user_agent(user_agent)
+    if device.is_bot:
+        BOT_HITS.inc()
+        return web.Response(status=204, headers=CORS_HEADERS)
+    database = app[appkeys.DATABASE]
+    ip = client_ip(request, settings.trusted_proxies)
+    async with database.begin() as db:
+        cached = await app[appkeys.SITE_CACHE].get(db, event.site_key)
+        client = ClientInfo(
+            ip=ip,
+            user_agent=user_agent,
+            device=device,
+            geo_lookup=app[appkeys.GEO].lookup,
+            ip_truncated=truncate_ip(ip),
+            gpc_header=request.headers.get("Sec-GPC") == "1",
+        )
+        result = await record_event(
+            db,
+            cached.site,
+            event,
+            client,
+            app[appkeys.CLOCK],
+            settings.secret_key,
+            app[appkeys.NUMBERS],
+        )
+    COLLECT_EVENTS.labels(event.type).inc()
+    if result.new_session:
+        SESSIONS_STARTED.inc()
+    payload: dict[str, Any] = {
+        "s": result.session.id,
+        "v": result.visitor_id,
+        "n": result.numbers,
+    }
+    for listener in app[appkeys.EXTRAS].get("collect_listeners", ()):
+        try:
+            await listener(app, cached.site, event, result)
+        except Exception:
+            # The event is already stored; a live-console hiccup must not fail the visitor.
+            log.exception("collect listener failed")
+    return web.json_response(payload, headers=CORS_HEADERS)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/collect", collect)
+    app.router.add_route("OPTIONS", "/collect", collect_preflight)

@@ -1,0 +1,64 @@
+"""A short-lived in-process cache of site configuration, read on every collect request."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tracker.clock import Clock
+from tracker.errors import NotFound
+from tracker.models import Site
+from tracker.sites import business_numbers, site_by_key
+
+# Settings changed in the dashboard reach every worker within this many seconds.
+TTL = dt.timedelta(seconds=30)
+MAX_ENTRIES = 10_000
+
+
+@dataclass(frozen=True)
+class CachedSite:
+    site: Site
+    business_e164: tuple[str, ...]
+    expires_at: dt.datetime
+
+
+class SiteCache:
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._entries: dict[str, CachedSite | None] = {}
+        self._expiry: dict[str, dt.datetime] = {}
+
+    async def get(self, db: AsyncSession, site_key: str) -> CachedSite:
+        """Return the site for a key, from cache when fresh; raise NotFound."""
+        now = self._clock.now()
+        if site_key in self._entries and self._expiry[site_key] > now:
+            cached = self._entries[site_key]
+            if cached is None:
+                raise NotFound("unknown_site", f"no site has the key {site_key!r}")
+            return cached
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries.clear()
+            self._expiry.clear()
+        try:
+            site = await site_by_key(db, site_key)
+        except NotFound:
+            # Negative entries stop a flood of unknown keys from reaching the database.
+            self._entries[site_key] = None
+            self._expiry[site_key] = now + TTL
+            raise
+        numbers = await business_numbers(db, site.id)
+        db.expunge(site)
+        cached = CachedSite(site, tuple(n.e164 for n in numbers), now + TTL)
+        self._entries[site_key] = cached
+        self._expiry[site_key] = cached.expires_at
+        return cached
+
+    def invalidate(self, site_key: str | None = None) -> None:
+        if site_key is None:
+            self._entries.clear()
+            self._expiry.clear()
+        else:
+            self._entries.pop(site_key, None)
+            self._expiry.pop(site_key, None)

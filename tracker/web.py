@@ -1,0 +1,112 @@
+"""HTTP plumbing shared by every domain: error envelope, client address, CORS."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from tracker.errors import ApiError
+
+log = logging.getLogger("calltrack.http")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Content-Type",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+def error_response(
+    code: str, message: str, status: int, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error into `{"error": {"code", "message"}}`; never leak a traceback."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        headers = CORS_HEADERS if request.path.startswith("/collect") else None
+        return web.json_response(exc.as_json(), status=exc.status, headers=headers)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type not in ("text/plain", "application/octet-stream"):
+            raise
+        code = _STATUS_CODES.get(exc.status, "http_error")
+        headers = CORS_HEADERS if request.path.startswith("/collect") else None
+        return error_response(code, exc.reason, exc.status, headers)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response("internal_error", "Something went wrong on our side.", 500)
+
+
+async def read_json(request: web.Request, max_bytes: int) -> Any:
+    """Read a JSON body of at most `max_bytes`; raise ApiError with a precise code."""
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise ApiError("payload_too_large", f"the body exceeds {max_bytes} bytes", status=413)
+    raw = bytearray()
+    async for chunk in request.content.iter_chunked(16384):
+        raw.extend(chunk)
+        if len(raw) > max_bytes:
+            raise ApiError("payload_too_large", f"the body exceeds {max_bytes} bytes", status=413)
+    if not raw:
+        raise ApiError("invalid_json", "the body is empty; a JSON object is expected")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ApiError("invalid_json", "the body is not valid UTF-8 JSON") from exc
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip().split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def client_ip(request: web.Request, trusted_proxies: tuple[str, ...] = ()) -> str | None:
+    """Return the visitor's address, trusting X-Forwarded-For only from trusted proxies.
+
+    The reverse proxy in front of the workers appends the client's address; entries left of
+    the last untrusted hop could be forged by the client, so we walk from the right.
+    """
+    peer = _parse_ip(request.remote or "")
+    networks = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
+
+    def trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None) -> bool:
+        return address is not None and (
+            address.is_loopback or any(address in net for net in networks)
+        )
+
+    if not trusted(peer):
+        return str(peer) if peer else None
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    hops = [_parse_ip(part) for part in forwarded.split(",") if part.strip()]
+    for hop in reversed(hops):
+        if hop is None:
+            break
+        if not trusted(hop):
+            return str(hop)
+    return str(peer) if peer else None

@@ -1,0 +1,1 @@
+"""The visitor side: the tracking snippet and the contact widget."""
