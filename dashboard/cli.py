@@ -32,12 +32,27 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
+class JsonFormatter(logging.Formatter):
+    """Write one JSON object per log line (structured logs for the collector)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":%(message)r}',
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
+    # Alembic narrates every migration step at INFO; only its problems are worth a line.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def emit(data: Any) -> None:

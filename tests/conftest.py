@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,24 @@ PG_ADMIN_URL = os.environ.get(
     "CALLTRACK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("CALLTRACK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def in_thread(function: Any, *args: Any) -> Any:
+    """Run blocking set-up in a fresh thread: Playwright's sync API keeps a loop running here."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = function(*args)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
 
 
 async def _pg_admin(sql: str) -> None:
@@ -39,7 +58,7 @@ def postgresql_url() -> Iterator[str]:
     """A fresh PostgreSQL database for this test run, migrated with Alembic."""
     name = f"calltrack_test_{secrets.token_hex(6)}"
     try:
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+        in_thread(asyncio.run, _pg_admin(f'CREATE DATABASE "{name}"'))
     except Exception as exc:
         pytest.fail(
             f"PostgreSQL is not reachable at {PG_ADMIN_URL} ({exc!r}); run `make test`, "
@@ -47,9 +66,9 @@ def postgresql_url() -> Iterator[str]:
         )
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     url = f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
-    migrate_sync(url)
+    in_thread(migrate_sync, url)
     yield url
-    asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    in_thread(asyncio.run, _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +76,7 @@ def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A fresh SQLite file for this test run, migrated with Alembic."""
     path = tmp_path_factory.mktemp("db") / "calltrack.sqlite3"
     url = f"sqlite+aiosqlite:///{path}"
-    migrate_sync(url)
+    in_thread(migrate_sync, url)
     return url
 
 

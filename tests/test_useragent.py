@@ -110,7 +110,7 @@ def test_flags_at_most_1_percent_of_browsers() -> None:
         pytest.param(
             "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
             "HeadlessChrome/124.0.0.0 Safari/537.36",
-            DeviceInfo("HeadlessChrome", "124", "Linux", "bot", True),
+            DeviceInfo("HeadlessChrome", "124", "Linux", "desktop", False, headless=True),
             id="headless-chrome",
         ),
         pytest.param(

@@ -17,14 +17,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from tracker.channels import classify
-from tracker.clock import Clock
 from tracker.errors import ApiError
 from tracker.geo import GeoInfo
-from tracker.models import Cart, Pageview, Site, TrackedSession
+from tracker.models import Site, TrackedSession
 from tracker.useragent import DeviceInfo
 
 # GA4 and most analytics tools end a session after 30 minutes without activity.
@@ -98,14 +93,15 @@ class CollectResult:
     new_session: bool
     visitor_id: str | None
     numbers: list[dict[str, Any]] = field(default_factory=list)
-    pageview: Pageview | None = None
+    # The pageview row written for a `pageview` event (None for other events and retries).
+    pageview_data: dict[str, Any] | None = None
 
 
 class NumberAssigner(Protocol):
     """Dynamic number insertion: the numbers a session should see (see tracker.numbers)."""
 
     async def numbers_for_session(
-        self, db: AsyncSession, site: Site, session: TrackedSession, now: dt.datetime
+        self, site: Site, session: TrackedSession, now: dt.datetime
     ) -> list[dict[str, Any]]: ...
 
 
@@ -257,204 +253,3 @@ def consent_granted(site: Site, event: CollectEvent, client: ClientInfo) -> bool
 
 def new_id() -> str:
     return secrets.token_hex(16)
-
-
-async def _find_session(
-    db: AsyncSession, site: Site, event: CollectEvent, anon_key: str | None, now: dt.datetime
-) -> TrackedSession | None:
-    cutoff = now - SESSION_TIMEOUT
-    if event.session_id:
-        session = await db.get(TrackedSession, event.session_id)
-        if session is not None and session.site_id == site.id:
-            if session.last_seen_at > cutoff or event.type == "leave":
-                return session
-            return None
-    if event.visitor_id:
-        session = await db.scalar(
-            select(TrackedSession)
-            .where(
-                TrackedSession.site_id == site.id,
-                TrackedSession.visitor_id == event.visitor_id,
-                TrackedSession.last_seen_at > cutoff,
-            )
-            .order_by(TrackedSession.last_seen_at.desc())
-            .limit(1)
-        )
-        if session is not None:
-            return session
-    if anon_key and event.type != "leave":
-        return await db.scalar(
-            select(TrackedSession)
-            .where(
-                TrackedSession.site_id == site.id,
-                TrackedSession.anon_key == anon_key,
-                TrackedSession.last_seen_at > cutoff,
-            )
-            .order_by(TrackedSession.last_seen_at.desc())
-            .limit(1)
-        )
-    return None
-
-
-def _start_session(
-    site: Site,
-    event: CollectEvent,
-    client: ClientInfo,
-    anon_key: str | None,
-    consent: bool,
-    now: dt.datetime,
-) -> TrackedSession:
-    landing = event.url or f"https://{site.domain}/"
-    referrer = event.referrer if event.type == "pageview" else None
-    attribution = classify(landing, referrer, site_domain=site.domain)
-    visitor_id = (event.visitor_id or new_id()) if consent else None
-    geo = client.geo_lookup(client.ip)
-    return TrackedSession(
-        id=new_id(),
-        site_id=site.id,
-        visitor_id=visitor_id,
-        anon_key=anon_key,
-        consent=consent,
-        started_at=now,
-        last_seen_at=now,
-        landing_url=landing,
-        referrer=referrer,
-        channel=attribution.channel,
-        source=attribution.source,
-        medium=attribution.medium,
-        campaign=attribution.campaign,
-        term=attribution.term,
-        content=attribution.content,
-        click_ids=dict(attribution.click_ids),
-        gclid=attribution.click_ids.get("gclid"),
-        ip_truncated=client.ip_truncated,
-        country=geo.country,
-        region=geo.region,
-        city=geo.city,
-        browser=client.device.browser,
-        os=client.device.os,
-        device=client.device.device,
-        language=event.language,
-        pageview_count=0,
-        current_url=landing,
-        current_title=event.title,
-    )
-
-
-async def _record_duration(
-    db: AsyncSession, session_id: str, page_id: str, duration_ms: int
-) -> None:
-    # Durations only grow: a late heartbeat must not shorten what a beacon already recorded.
-    await db.execute(
-        update(Pageview)
-        .where(
-            Pageview.session_id == session_id,
-            Pageview.page_id == page_id,
-            Pageview.duration_ms < duration_ms,
-        )
-        .values(duration_ms=duration_ms)
-    )
-
-
-async def _save_cart(
-    db: AsyncSession, session: TrackedSession, cart: CartSnapshot, now: dt.datetime
-) -> None:
-    row = await db.get(Cart, session.id)
-    items = [item.as_json() for item in cart.items]
-    count = sum(item.qty for item in cart.items)
-    if row is None:
-        db.add(
-            Cart(
-                session_id=session.id,
-                site_id=session.site_id,
-                items=items,
-                total=cart.total,
-                currency=cart.currency,
-                item_count=count,
-                updated_at=now,
-            )
-        )
-    else:
-        row.items = items
-        row.total = cart.total
-        row.currency = cart.currency
-        row.item_count = count
-        row.updated_at = now
-
-
-async def record_event(
-    db: AsyncSession,
-    site: Site,
-    event: CollectEvent,
-    client: ClientInfo,
-    clock: Clock,
-    secret: str,
-    numbers: NumberAssigner | None = None,
-) -> CollectResult:
-    """Apply one snippet event inside the caller's transaction."""
-    now = clock.now()
-    consent = consent_granted(site, event, client)
-    anon_key = anon_visit_key(secret, site.id, client, now)
-    session = await _find_session(db, site, event, anon_key, now)
-    new_session = session is None
-    if session is None:
-        if event.type == "leave":
-            raise ApiError("unknown_session", "leave needs a session that exists", status=409)
-        session = _start_session(site, event, client, anon_key, consent, now)
-        db.add(session)
-        # No ORM relationships are declared, so the unit of work cannot order the session's
-        # INSERT before its pageview's: flush it first.
-        await db.flush()
-    elif event.type != "leave":
-        session.last_seen_at = now
-
-    if event.type == "consent" or (consent and not session.consent):
-        session.consent = consent
-        if consent and session.visitor_id is None:
-            session.visitor_id = event.visitor_id or new_id()
-    if (not consent and event.consent is False) or event.gpc or client.gpc_header:
-        # Withdrawn consent (or GPC): the visit goes on, unlinked from any visitor.
-        session.consent = False
-        session.visitor_id = None
-
-    pageview = None
-    if event.type == "pageview":
-        existing = None
-        if not new_session:
-            existing = await db.scalar(
-                select(Pageview).where(
-                    Pageview.session_id == session.id, Pageview.page_id == event.page_id
-                )
-            )
-        if existing is None:
-            pageview = Pageview(
-                site_id=site.id,
-                session_id=session.id,
-                page_id=event.page_id,
-                url=event.url or session.current_url or session.landing_url,
-                title=event.title,
-                viewed_at=now,
-                duration_ms=0,
-            )
-            db.add(pageview)
-            session.pageview_count += 1
-            session.current_url = pageview.url
-            session.current_title = event.title
-        else:
-            pageview = existing
-    elif event.duration_ms is not None and not new_session:
-        await _record_duration(db, session.id, event.page_id, event.duration_ms)
-
-    if event.type == "cart" and event.cart is not None:
-        await _save_cart(db, session, event.cart, now)
-
-    await db.flush()
-    result = CollectResult(
-        session=session,
-        new_session=new_session,
-        visitor_id=session.visitor_id,
-        pageview=pageview,
-    )
-    if numbers is not None and event.type != "leave":
-        result.numbers = await numbers.numbers_for_session(db, site, session, now)
-    return result

@@ -55,6 +55,8 @@ class Settings:
     redis_prefix: str = "calltrack:"
     # Proxies whose X-Forwarded-For is believed (loopback always is), comma-separated CIDRs.
     trusted_proxies: tuple[str, ...] = ()
+    # Drop headless browsers (HeadlessChrome) at collect like bots (see tracker.useragent).
+    block_headless: bool = False
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -74,6 +76,7 @@ class Settings:
             or ("twilio" if _env("CALLTRACK_TWILIO_ACCOUNT_SID") else "simulated"),
             "log_level": _env("CALLTRACK_LOG_LEVEL", "INFO") or "INFO",
             "redis_prefix": _env("CALLTRACK_REDIS_PREFIX", "calltrack:") or "calltrack:",
+            "block_headless": (_env("CALLTRACK_BLOCK_HEADLESS") or "0").lower() in ("1", "true", "yes"),
             "trusted_proxies": tuple(
                 p.strip() for p in (_env("CALLTRACK_TRUSTED_PROXIES") or "").split(",") if p.strip()
             ),

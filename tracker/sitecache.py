@@ -30,14 +30,21 @@ class SiteCache:
         self._entries: dict[str, CachedSite | None] = {}
         self._expiry: dict[str, dt.datetime] = {}
 
-    async def get(self, db: AsyncSession, site_key: str) -> CachedSite:
-        """Return the site for a key, from cache when fresh; raise NotFound."""
-        now = self._clock.now()
-        if site_key in self._entries and self._expiry[site_key] > now:
+    def fresh(self, site_key: str) -> CachedSite | None:
+        """Return the cached site when fresh, without touching the database; raise NotFound."""
+        if site_key in self._entries and self._expiry[site_key] > self._clock.now():
             cached = self._entries[site_key]
             if cached is None:
                 raise NotFound("unknown_site", f"no site has the key {site_key!r}")
             return cached
+        return None
+
+    async def get(self, db: AsyncSession, site_key: str) -> CachedSite:
+        """Return the site for a key, from cache when fresh; raise NotFound."""
+        now = self._clock.now()
+        hit = self.fresh(site_key)
+        if hit is not None:
+            return hit
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()
             self._expiry.clear()

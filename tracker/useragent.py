@@ -28,6 +28,10 @@ class DeviceInfo:
     os: str | None
     device: DeviceClass
     is_bot: bool
+    # Headless browsers (HeadlessChrome) are counted as browsers: automated end-to-end tests of
+    # a merchant's own site and prerenderers run them, and they execute the page like a
+    # visitor's browser. CALLTRACK_BLOCK_HEADLESS=1 drops them at collect instead.
+    headless: bool = False
 
 
 # The longest user agent in isbot's corpus of real crawlers and browsers is 328 characters.
@@ -60,8 +64,11 @@ _BOT_WORDS: Final[tuple[str, ...]] = (
     "datanyze", "wappalyzer", "xymon", "hobbit", "nagios", "zabbix", "icinga", "monit/",
     "collectd", "prometheus", "datadog", "burpcollaborator", "acunetix", "nikto", "sqlmap",
     "nuclei", "zgrab", "masscan", "clamav", "ips-",
-    # Automation, headless browsers and scheduled jobs.
-    "headless", "phantomjs", "selenium", "puppeteer", "playwright", "webdriver", "cypress",
+    # Named agents that otherwise look exactly like a browser: Cloudflare's page optimiser,
+    # a PCI scanner, an offline site copier and a site-reputation checker.
+    "collapsify", "foregenix", "webster pro", "webmoney advisor",
+    # Automation and scheduled jobs (HeadlessChrome is handled apart: see DeviceInfo).
+    "phantomjs", "selenium", "puppeteer", "playwright", "webdriver", "cypress",
     "schedul", "webhook", "workflow", "logic-apps", "-flow/", "integration",
     # Feed readers and aggregators poll pages; they never view them.
     "feed", "pubsub", "aggregat",
@@ -217,7 +224,10 @@ def parse_user_agent(ua: str | None) -> DeviceInfo:
     """Return browser, OS, device class and bot flag for a User-Agent header."""
     if not ua or not ua.strip():
         return _EMPTY
-    return _parse(ua[:MAX_USER_AGENT_LENGTH])
+    # Lone surrogates cannot cross into the Rust resolver; headers never carry them, but
+    # callers might.
+    text = ua[:MAX_USER_AGENT_LENGTH].encode("utf-8", "replace").decode("utf-8")
+    return _parse(text)
 
 
 def is_bot(ua: str | None) -> bool:
@@ -245,6 +255,7 @@ def _parse(ua: str) -> DeviceInfo:
         os=os_family,
         device="bot" if bot else _device_class(lowered, os_family, device),
         is_bot=bot,
+        headless="headless" in lowered,
     )
 
 

@@ -95,7 +95,11 @@ async def _measure(
     args: argparse.Namespace, ours_url: str, base_url: str, site_key: str
 ) -> dict[str, Any]:
     factory = visitor_events(site_key)
-    headers = {"User-Agent": USER_AGENT}
+    def headers(index: int) -> dict[str, str]:
+        # Each connection is a different visitor: its own address (the server trusts
+        # X-Forwarded-For from loopback, as from a local reverse proxy).
+        return {"User-Agent": USER_AGENT, "X-Forwarded-For": f"198.51.{index // 250}.{index % 250 + 1}"}
+
     # Warm both servers (connection pools, caches, JIT-free Python warm-up of code paths).
     await run_load(ours_url, factory, seconds=1.5, connections=args.connections, headers=headers)
     await run_load(base_url, factory, seconds=1.0, connections=args.connections, headers=headers)

@@ -105,9 +105,13 @@ async def run_load(
     *,
     seconds: float,
     connections: int,
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str] | Callable[[int], dict[str, str]] | None = None,
 ) -> LoadResult:
-    """Send POST requests on `connections` keep-alive connections for `seconds`."""
+    """Send POST requests on `connections` keep-alive connections for `seconds`.
+
+    `headers` may be a function of the connection's index, e.g. to give each simulated
+    visitor its own X-Forwarded-For address.
+    """
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -123,9 +127,9 @@ async def run_load(
                 make_body,
                 deadline,
                 result,
-                headers or {},
+                headers(index) if callable(headers) else (headers or {}),
             )
-            for _ in range(connections)
+            for index in range(connections)
         )
     )
     result.seconds = time.perf_counter() - started

@@ -1,0 +1,164 @@
+"""French and English texts of the server-rendered pages."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+LANGUAGES = ("en", "fr")
+
+TEXTS: dict[str, dict[str, str]] = {
+    "sign_in": {"en": "Sign in", "fr": "Se connecter"},
+    "sign_out": {"en": "Sign out", "fr": "Se déconnecter"},
+    "email": {"en": "Email", "fr": "E-mail"},
+    "password": {"en": "Password", "fr": "Mot de passe"},
+    "bad_login": {
+        "en": "Wrong email or password.",
+        "fr": "E-mail ou mot de passe incorrect.",
+    },
+    "too_many_attempts": {
+        "en": "Too many attempts. Wait a minute and try again.",
+        "fr": "Trop de tentatives. Patientez une minute puis réessayez.",
+    },
+    "forbidden": {
+        "en": "Your role does not give access to this page.",
+        "fr": "Votre rôle ne donne pas accès à cette page.",
+    },
+    "console": {"en": "Console", "fr": "Console"},
+    "dashboard": {"en": "Reports", "fr": "Rapports"},
+    # Advisor console (dashboard/console.py); the "console." keys also go to console.js.
+    "console.title": {"en": "Advisor console", "fr": "Console conseiller"},
+    "console.noscript": {
+        "en": "The console needs JavaScript to show visitors live.",
+        "fr": "La console a besoin de JavaScript pour afficher les visiteurs en direct.",
+    },
+    "console.skip": {"en": "Skip to the request queue", "fr": "Aller aux demandes"},
+    "console.sites": {"en": "Sites", "fr": "Sites"},
+    "console.all_sites": {"en": "All sites", "fr": "Tous les sites"},
+    "console.no_sites": {
+        "en": "Your account has no site yet.",
+        "fr": "Votre compte n'a encore aucun site.",
+    },
+    "console.requests": {"en": "Callback requests", "fr": "Demandes de rappel"},
+    "console.no_requests": {"en": "No request waiting.", "fr": "Aucune demande en attente."},
+    "console.visitors": {"en": "Live visitors", "fr": "Visiteurs en direct"},
+    "console.no_visitors": {
+        "en": "Nobody is on your sites right now.",
+        "fr": "Personne n'est sur vos sites pour le moment.",
+    },
+    "console.visitor": {"en": "Visitor", "fr": "Visiteur"},
+    "console.pick_visitor": {
+        "en": "Select a visitor or a request to follow their journey live.",
+        "fr": "Sélectionnez un visiteur ou une demande pour suivre son parcours en direct.",
+    },
+    "console.col_visitor": {"en": "Visitor", "fr": "Visiteur"},
+    "console.col_page": {"en": "Current page", "fr": "Page actuelle"},
+    "console.col_time": {"en": "On site", "fr": "Sur le site"},
+    "console.col_cart": {"en": "Cart", "fr": "Panier"},
+    "console.col_channel": {"en": "Channel / campaign", "fr": "Canal / campagne"},
+    "console.col_device": {"en": "Device", "fr": "Appareil"},
+    "console.col_request": {"en": "Request", "fr": "Demande"},
+    "console.col_status": {"en": "Status", "fr": "Statut"},
+    "console.col_actions": {"en": "Actions", "fr": "Actions"},
+    "console.claim": {"en": "Claim", "fr": "Prendre"},
+    "console.call_back": {"en": "Call back", "fr": "Rappeler"},
+    "console.calling": {"en": "Calling…", "fr": "Appel…"},
+    "console.outcome": {"en": "Outcome", "fr": "Résultat"},
+    "console.view": {"en": "Visitor", "fr": "Visiteur"},
+    "console.tag_sale": {"en": "Sale", "fr": "Vente"},
+    "console.tag_lead": {"en": "Lead", "fr": "Prospect"},
+    "console.tag_no_answer": {"en": "No answer", "fr": "Pas de réponse"},
+    "console.tag_spam": {"en": "Spam", "fr": "Spam"},
+    "console.status_open": {"en": "Waiting", "fr": "En attente"},
+    "console.status_mine": {"en": "Yours", "fr": "Pris par vous"},
+    "console.status_taken": {"en": "Taken by {who}", "fr": "Pris par {who}"},
+    "console.status_closed": {"en": "Closed", "fr": "Clôturée"},
+    "console.outside_hours": {"en": "Outside hours", "fr": "Hors horaires"},
+    "console.no_session": {"en": "No visit linked", "fr": "Aucune visite liée"},
+    "console.conn_connecting": {"en": "Connecting…", "fr": "Connexion…"},
+    "console.conn_live": {"en": "Live", "fr": "En direct"},
+    "console.conn_offline": {"en": "Reconnecting…", "fr": "Reconnexion…"},
+    "console.conn_expired": {
+        "en": "Session expired: sign in again",
+        "fr": "Session expirée : reconnectez-vous",
+    },
+    "console.notify_enable": {"en": "Enable alerts", "fr": "Activer les alertes"},
+    "console.notify_on": {"en": "Alerts on", "fr": "Alertes activées"},
+    "console.notify_title": {"en": "Callback request", "fr": "Demande de rappel"},
+    "console.notify_body": {"en": "{phone} on {site}", "fr": "{phone} sur {site}"},
+    "console.incoming": {"en": "Incoming call", "fr": "Appel entrant"},
+    "console.in_progress": {"en": "Call in progress", "fr": "Appel en cours"},
+    "console.call_ended": {"en": "Call ended", "fr": "Appel terminé"},
+    "console.unmatched": {
+        "en": "Caller not matched to a visit",
+        "fr": "Appelant non rattaché à une visite",
+    },
+    "console.open_visitor": {"en": "Open visitor", "fr": "Ouvrir la fiche"},
+    "console.dismiss": {"en": "Dismiss", "fr": "Masquer"},
+    "console.close": {"en": "Close", "fr": "Fermer"},
+    "console.now_on": {"en": "Now on", "fr": "Actuellement sur"},
+    "console.journey": {"en": "Journey", "fr": "Parcours"},
+    "console.source": {"en": "Acquisition", "fr": "Acquisition"},
+    "console.channel": {"en": "Channel", "fr": "Canal"},
+    "console.src": {"en": "Source", "fr": "Source"},
+    "console.medium": {"en": "Medium", "fr": "Support"},
+    "console.campaign": {"en": "Campaign", "fr": "Campagne"},
+    "console.keyword": {"en": "Keyword", "fr": "Mot-clé"},
+    "console.landing": {"en": "Landing page", "fr": "Page d'entrée"},
+    "console.geo": {"en": "Location", "fr": "Localisation"},
+    "console.device": {"en": "Device", "fr": "Appareil"},
+    "console.language": {"en": "Language", "fr": "Langue"},
+    "console.cart": {"en": "Cart", "fr": "Panier"},
+    "console.empty_cart": {"en": "Empty cart", "fr": "Panier vide"},
+    "console.items": {"en": "{n} items", "fr": "{n} articles"},
+    "console.total": {"en": "Total", "fr": "Total"},
+    "console.qty": {"en": "Qty", "fr": "Qté"},
+    "console.calls": {"en": "Calls", "fr": "Appels"},
+    "console.no_calls": {"en": "No call.", "fr": "Aucun appel."},
+    "console.visitor_requests": {"en": "Requests", "fr": "Demandes"},
+    "console.none": {"en": "None.", "fr": "Aucune."},
+    "console.inbound": {"en": "Incoming", "fr": "Entrant"},
+    "console.outbound": {"en": "Callback", "fr": "Rappel"},
+    "console.pages": {"en": "{n} pages", "fr": "{n} pages"},
+    "console.message": {"en": "Message", "fr": "Message"},
+    "console.loading": {"en": "Loading…", "fr": "Chargement…"},
+    "console.left": {"en": "Visit ended", "fr": "Visite terminée"},
+    "console.consent_no": {
+        "en": "No consent: this visit only",
+        "fr": "Sans consentement : cette visite seulement",
+    },
+    "console.err_already_claimed": {
+        "en": "Another advisor already took this request.",
+        "fr": "Un autre conseiller a déjà pris cette demande.",
+    },
+    "console.err_claimed_by_other": {
+        "en": "Another advisor handles this request.",
+        "fr": "Un autre conseiller traite cette demande.",
+    },
+    "console.err_offline": {
+        "en": "Not connected: try again in a moment.",
+        "fr": "Pas de connexion : réessayez dans un instant.",
+    },
+    "console.err_generic": {"en": "That did not work: {msg}", "fr": "L'action a échoué : {msg}"},
+}
+
+
+def pick_language(request: web.Request, preferred: str | None = None) -> str:
+    """Choose fr or en: explicit `?lang=`, then the user's setting, then Accept-Language."""
+    asked = request.query.get("lang")
+    if asked in LANGUAGES:
+        return asked
+    if preferred in LANGUAGES:
+        return preferred
+    for part in request.headers.get("Accept-Language", "").split(","):
+        code = part.split(";")[0].strip().lower()[:2]
+        if code in LANGUAGES:
+            return code
+    return "en"
+
+
+def t(key: str, lang: str) -> str:
+    """Translate a key; fall back to English, then to the key itself."""
+    entry = TEXTS.get(key)
+    if entry is None:
+        return key
+    return entry.get(lang) or entry["en"]

@@ -1,0 +1,82 @@
+"""Sign-in: argon2 passwords, cookie sessions, CSRF on sign-out, audit of sign-ins."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from sqlalchemy import select
+
+from dashboard.app import create_app
+from support.app import make_settings
+from tracker.clock import FrozenClock
+from tracker.db import Database
+from tracker.models import AuditEntry, LoginSession
+from tracker.sites import get_or_create_account
+from tracker.users import create_user
+
+ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+PASSWORD = "correct horse battery"
+
+
+async def make_user(database: Database, role: str = "advisor") -> str:
+    email = f"{role}-{secrets.token_hex(4)}@velos-martin.fr"
+    async with database.begin() as db:
+        account = await get_or_create_account(db, f"acct-{secrets.token_hex(4)}", FrozenClock())
+        await create_user(db, account, email, PASSWORD, role, FrozenClock())
+    return email
+
+
+async def test_sign_in_sets_an_httponly_cookie_and_is_audited(
+    aiohttp_client: ClientFactory, database_url: str, database: Database
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(database_url)))
+    email = await make_user(database, "marketer")
+    page = await client.get("/login")
+    text = await page.text()
+    assert page.status == 200 and 'name="email"' in text and 'name="password"' in text
+    assert "script-src 'self' 'nonce-" in page.headers["Content-Security-Policy"]
+
+    wrong = await client.post("/login", data={"email": email, "password": "nope"}, allow_redirects=False)
+    assert wrong.status == 401 and "Wrong email or password" in await wrong.text()
+
+    right = await client.post(
+        "/login", data={"email": email.upper(), "password": PASSWORD}, allow_redirects=False
+    )
+    assert right.status == 302 and right.headers["Location"] == "/dashboard"
+    cookie = right.headers["Set-Cookie"]
+    assert "ct_session=" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    async with database.sessions() as db:
+        actions = list(
+            await db.scalars(select(AuditEntry.action).where(AuditEntry.actor.in_([email, email])))
+        )
+        assert sorted(actions) == ["auth.login", "auth.login_failed"]
+        token = cookie.split("ct_session=", 1)[1].split(";", 1)[0]
+        assert await db.get(LoginSession, token) is None  # only the hash is stored
+
+
+async def test_cross_site_sign_in_is_refused(aiohttp_client: ClientFactory, database_url: str, database: Database) -> None:
+    client = await aiohttp_client(create_app(make_settings(database_url)))
+    email = await make_user(database)
+    response = await client.post(
+        "/login",
+        data={"email": email, "password": PASSWORD},
+        headers={"Origin": "https://evil.example"},
+        allow_redirects=False,
+    )
+    assert response.status == 403
+
+
+async def test_sign_out_needs_the_csrf_token(aiohttp_client: ClientFactory, database_url: str, database: Database) -> None:
+    client = await aiohttp_client(create_app(make_settings(database_url)))
+    email = await make_user(database)
+    await client.post("/login", data={"email": email, "password": PASSWORD}, allow_redirects=False)
+    refused = await client.post("/logout", data={}, allow_redirects=False)
+    assert refused.status == 403
+    async with database.sessions() as db:
+        login = await db.scalar(select(LoginSession).order_by(LoginSession.created_at.desc()))
+        assert login is not None
+    done = await client.post("/logout", data={"csrf": login.csrf_token}, allow_redirects=False)
+    assert done.status == 302

@@ -1,0 +1,164 @@
+"""A real visitor in Debian's Chromium: merchant page on one origin, Calltrack on another."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from sqlalchemy import select
+from support.app import BACKENDS, LiveServer, free_port, make_settings
+
+from dashboard.app import create_app
+from tracker.clock import SystemClock
+from tracker.db import Database
+from tracker.models import Cart, Pageview, TrackedSession
+from tracker.sites import SiteSpec, create_site, get_or_create_account, snippet_for
+
+MERCHANT_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Accueil — Vélos Martin</title>
+{snippet}
+<script>calltrack('cart', {{items: [{{name: 'Queued item', sku: 'Q1', qty: 1, price: 10}}], total: 10, currency: 'EUR'}});</script>
+</head><body>
+<h1 id="title">Accueil</h1><p>Appelez le <a href="tel:+33123456789">01 23 45 67 89</a></p>
+<button id="to-gravel">Gravel</button><button id="add">Ajouter</button>
+<script>
+document.getElementById('to-gravel').onclick = () => {{
+  history.pushState({{}}, '', '/velos/gravel?color=red');
+  document.title = 'Gravel — Vélos Martin';
+  document.getElementById('title').textContent = 'Gravel';
+}};
+document.getElementById('add').onclick = () => calltrack('cart', {{
+  items: [{{name: 'Gravel Aventure', sku: 'VM-GRAV-02', qty: 2, price: 1290}}], total: 2580, currency: 'EUR'}});
+</script></body></html>"""
+
+
+class Stack:
+    def __init__(self, backend_url: str) -> None:
+        port = free_port()
+        self.public_url = f"http://127.0.0.1:{port}"
+        self.calltrack = LiveServer(
+            create_app(make_settings(backend_url, public_url=self.public_url)), port=port
+        ).start()
+        self.database = Database(backend_url)
+        self.site_key: str = self.calltrack.call(self._site())
+        merchant = web.Application()
+        merchant.router.add_get("/{tail:.*}", self._page)
+        # The merchant site is another origin: "localhost" is not "127.0.0.1" for the browser.
+        self.merchant = LiveServer(merchant, host="localhost").start()
+
+    async def _site(self) -> str:
+        async with self.database.begin() as db:
+            account = await get_or_create_account(
+                db, f"browser-{secrets.token_hex(4)}", SystemClock()
+            )
+            site = await create_site(
+                db, account, SiteSpec("Vélos Martin", "localhost", "+33123456789", "FR")
+            )
+            return site.site_key
+
+    async def _page(self, request: web.Request) -> web.Response:
+        html = MERCHANT_PAGE.format(snippet=snippet_for(self.site_key, self.public_url))
+        return web.Response(text=html, content_type="text/html")
+
+    def query(self, coro: Any) -> Any:
+        return self.calltrack.call(coro)
+
+    def close(self) -> None:
+        self.merchant.stop()
+        self.calltrack.call(self.database.close())
+        self.calltrack.stop()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    url = str(request.getfixturevalue(f"{request.param}_url"))
+    instance = Stack(url)
+    yield instance
+    instance.close()
+
+
+def wait_for(stack: Stack, probe: Any, timeout: float = 10) -> Any:
+    """Poll the database until `probe` returns something truthy."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = stack.query(probe())
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+def test_visit_spa_navigation_and_cart_are_recorded(stack: Stack, browser: Any) -> None:
+    context = browser.new_context(locale="fr-FR")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    landing = f"{stack.merchant.url}/?utm_source=facebook&utm_medium=paid_social&utm_campaign=printemps&fbclid=FB1"
+    with page.expect_response(lambda r: r.url.endswith("/collect")):
+        page.goto(landing, referer="https://m.facebook.com/")
+    page.click("#to-gravel")
+    page.click("#add")
+
+    async def stored() -> Any:
+        async with stack.database.sessions() as db:
+            session = await db.scalar(
+                select(TrackedSession).where(TrackedSession.landing_url == landing)
+            )
+            if session is None:
+                return None
+            pages = list(
+                await db.scalars(
+                    select(Pageview).where(Pageview.session_id == session.id).order_by(Pageview.id)
+                )
+            )
+            cart = await db.get(Cart, session.id)
+            if len(pages) < 2 or cart is None or cart.item_count != 2:
+                return None
+            return session, pages, cart
+
+    result = wait_for(stack, stored)
+    assert result, "the session, both pageviews and the cart were not all recorded"
+    session, pages, cart = result
+    assert session.channel == "Paid Social"
+    assert (session.source, session.medium, session.campaign) == (
+        "facebook",
+        "paid_social",
+        "printemps",
+    )
+    assert session.click_ids.get("fbclid") == "FB1"
+    assert session.browser == "Chrome" or session.browser == "HeadlessChrome" or session.browser
+    assert [p.url for p in pages] == [landing, f"{stack.merchant.url}/velos/gravel?color=red"]
+    assert pages[1].title == "Gravel — Vélos Martin"
+    assert str(cart.total) == "2580.00" and cart.items[0]["sku"] == "VM-GRAV-02"
+    assert session.language and session.language.startswith("fr")
+    # Consent is required by default: nothing was written to the visitor's browser.
+    storage = page.evaluate("() => [localStorage.length, sessionStorage.length, document.cookie]")
+    assert storage == [0, 0, ""]
+    assert errors == []
+    context.close()
+
+
+def test_time_on_page_is_sent_when_the_page_is_hidden(stack: Stack, browser: Any) -> None:
+    context = browser.new_context()
+    page = context.new_page()
+    landing = f"{stack.merchant.url}/?visit={secrets.token_hex(4)}"
+    with page.expect_response(lambda r: r.url.endswith("/collect")):
+        page.goto(landing)
+    page.wait_for_timeout(1200)
+    page.goto("about:blank")  # pagehide: the snippet sends a beacon with the visible time
+
+    async def duration() -> Any:
+        async with stack.database.sessions() as db:
+            return await db.scalar(
+                select(Pageview.duration_ms).where(
+                    Pageview.url == landing, Pageview.duration_ms > 0
+                )
+            )
+
+    measured = wait_for(stack, duration)
+    assert measured and 1000 <= measured < 60_000
+    context.close()

@@ -1,0 +1,441 @@
+"""The collect hot path: decide in memory, write in batches, answer after the commit.
+
+Every accepted event is durable before the visitor's request is answered, yet the database
+sees one transaction per batch rather than one per event: requests that arrive while a batch
+is being written wait for the next one (group commit, as databases do for their own logs).
+Sessions a worker has seen are kept in memory, so continuing a visit needs no read; what the
+cache says is only trusted when it proves a session active (last activity only ever grows,
+so a stale entry can only look older than it is, and then the database is asked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Table, and_, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tracker.channels import classify
+from tracker.clock import Clock
+from tracker.collect import (
+    SESSION_TIMEOUT,
+    ClientInfo,
+    CollectEvent,
+    CollectResult,
+    NumberAssigner,
+    anon_visit_key,
+    consent_granted,
+    new_id,
+)
+from tracker.errors import ApiError
+from tracker.models import Cart, Pageview, Site, TrackedSession
+
+log = logging.getLogger("calltrack.collect")
+
+SESSIONS: Table = TrackedSession.__table__  # type: ignore[assignment]
+PAGEVIEWS: Table = Pageview.__table__  # type: ignore[assignment]
+CARTS: Table = Cart.__table__  # type: ignore[assignment]
+
+# About 1 KiB per cached visit: 100,000 visits active in the last half hour fit in ~100 MiB and
+# cover far more concurrent visitors than one worker serves.
+SESSION_CACHE_SIZE = 100_000
+# One batch is one transaction; 500 rows keep it short (a few ms) so waiters are not delayed.
+MAX_BATCH = 500
+# Page ids remembered per session to drop a retried beacon without asking the database.
+RECENT_PAGES = 16
+
+
+@dataclass
+class _Writes:
+    """Rows of one batch, grouped so that foreign keys are satisfied in this order."""
+
+    new_sessions: list[dict[str, Any]] = field(default_factory=list)
+    pageviews: list[dict[str, Any]] = field(default_factory=list)
+    session_pages: list[dict[str, Any]] = field(default_factory=list)
+    session_seen: list[dict[str, Any]] = field(default_factory=list)
+    session_consent: list[dict[str, Any]] = field(default_factory=list)
+    durations: list[dict[str, Any]] = field(default_factory=list)
+    carts: list[dict[str, Any]] = field(default_factory=list)
+
+    def extend(self, other: _Writes) -> None:
+        for name in self.__dataclass_fields__:
+            getattr(self, name).extend(getattr(other, name))
+
+    def __len__(self) -> int:
+        return sum(len(getattr(self, name)) for name in self.__dataclass_fields__)
+
+
+@dataclass
+class _Pending:
+    writes: _Writes
+    done: asyncio.Future[None]
+
+
+class SessionCache:
+    """Least-recently-used visits this worker has seen, with the anonymous-key index."""
+
+    def __init__(self, size: int = SESSION_CACHE_SIZE) -> None:
+        self._size = size
+        self._sessions: OrderedDict[str, TrackedSession] = OrderedDict()
+        self._anon: dict[str, str] = {}
+        self._pages: dict[str, list[str]] = {}
+
+    def get(self, session_id: str) -> TrackedSession | None:
+        session = self._sessions.get(session_id)
+        if session is not None:
+            self._sessions.move_to_end(session_id)
+        return session
+
+    def by_anon_key(self, anon_key: str) -> TrackedSession | None:
+        session_id = self._anon.get(anon_key)
+        return self.get(session_id) if session_id else None
+
+    def put(self, session: TrackedSession) -> None:
+        self._sessions[session.id] = session
+        self._sessions.move_to_end(session.id)
+        if session.anon_key:
+            self._anon[session.anon_key] = session.id
+        while len(self._sessions) > self._size:
+            old_id, old = self._sessions.popitem(last=False)
+            self._pages.pop(old_id, None)
+            if old.anon_key and self._anon.get(old.anon_key) == old_id:
+                del self._anon[old.anon_key]
+
+    def seen_page(self, session_id: str, page_id: str) -> bool:
+        """Remember a page id; tell whether it was already recorded."""
+        pages = self._pages.setdefault(session_id, [])
+        if page_id in pages:
+            return True
+        pages.append(page_id)
+        del pages[:-RECENT_PAGES]
+        return False
+
+    def forget(self, session_id: str) -> None:
+        session = self._sessions.pop(session_id, None)
+        self._pages.pop(session_id, None)
+        if session is not None and session.anon_key:
+            self._anon.pop(session.anon_key, None)
+
+
+def _session_from_row(row: Any) -> TrackedSession:
+    return TrackedSession(**dict(row._mapping))
+
+
+def _session_values(session: TrackedSession) -> dict[str, Any]:
+    return {column.key: getattr(session, column.key) for column in SESSIONS.columns}
+
+
+class Collector:
+    """Record snippet events for one worker: in-memory decisions, batched durable writes."""
+
+    def __init__(self, engine: AsyncEngine, clock: Clock, secret: str) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._secret = secret
+        self._dialect = engine.dialect.name
+        self.cache = SessionCache()
+        self._queue: list[_Pending] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._statements = self._build_statements()
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def _load(self, condition: Any) -> TrackedSession | None:
+        query = select(SESSIONS).where(condition).order_by(SESSIONS.c.last_seen_at.desc()).limit(1)
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(query)).first()
+        if row is None:
+            return None
+        session = _session_from_row(row)
+        self.cache.put(session)
+        return session
+
+    async def _find_session(
+        self, site: Site, event: CollectEvent, anon_key: str | None, now: dt.datetime
+    ) -> TrackedSession | None:
+        cutoff = now - SESSION_TIMEOUT
+
+        def usable(session: TrackedSession | None) -> bool:
+            return (
+                session is not None
+                and session.site_id == site.id
+                and (session.last_seen_at > cutoff or event.type == "leave")
+            )
+
+        if event.session_id:
+            session = self.cache.get(event.session_id)
+            if not usable(session):
+                session = await self._load(SESSIONS.c.id == event.session_id)
+            if usable(session):
+                return session
+        if event.visitor_id:
+            session = await self._load(
+                and_(
+                    SESSIONS.c.site_id == site.id,
+                    SESSIONS.c.visitor_id == event.visitor_id,
+                    SESSIONS.c.last_seen_at > cutoff,
+                )
+            )
+            if usable(session):
+                return session
+        if anon_key and event.type != "leave":
+            session = self.cache.by_anon_key(anon_key)
+            if not usable(session):
+                session = await self._load(
+                    and_(
+                        SESSIONS.c.site_id == site.id,
+                        SESSIONS.c.anon_key == anon_key,
+                        SESSIONS.c.last_seen_at > cutoff,
+                    )
+                )
+            if usable(session):
+                return session
+        return None
+
+    # -- deciding ------------------------------------------------------------------------
+
+    async def record(
+        self,
+        site: Site,
+        event: CollectEvent,
+        client: ClientInfo,
+        numbers: NumberAssigner | None = None,
+    ) -> CollectResult:
+        """Apply one snippet event; return once it is committed."""
+        now = self._clock.now()
+        consent = consent_granted(site, event, client)
+        anon_key = anon_visit_key(self._secret, site.id, client, now)
+        session = await self._find_session(site, event, anon_key, now)
+        writes = _Writes()
+        new_session = session is None
+        if session is None:
+            if event.type == "leave":
+                raise ApiError("unknown_session", "leave needs a session that exists", status=409)
+            session = _start_session(site, event, client, anon_key, consent, now)
+            writes.new_sessions.append(_session_values(session))
+            self.cache.put(session)
+        elif event.type != "leave" and session.last_seen_at < now:
+            session.last_seen_at = now
+
+        withdrawn = (not consent and event.consent is False) or event.gpc or client.gpc_header
+        if withdrawn and (session.consent or session.visitor_id):
+            # Withdrawn consent (or GPC): the visit goes on, unlinked from any visitor.
+            session.consent = False
+            session.visitor_id = None
+            writes.session_consent.append(_consent_row(session))
+        elif consent and not session.consent:
+            session.consent = True
+            session.visitor_id = session.visitor_id or event.visitor_id or new_id()
+            if not new_session:
+                writes.session_consent.append(_consent_row(session))
+
+        pageview: dict[str, Any] | None = None
+        if event.type == "pageview":
+            if not self.cache.seen_page(session.id, event.page_id):
+                url = event.url or session.current_url or session.landing_url
+                pageview = {
+                    "site_id": site.id,
+                    "session_id": session.id,
+                    "page_id": event.page_id,
+                    "url": url,
+                    "title": event.title,
+                    "viewed_at": now,
+                    "duration_ms": 0,
+                }
+                writes.pageviews.append(pageview)
+                session.current_url = url
+                session.current_title = event.title
+                if new_session:
+                    session.pageview_count = 1
+                    writes.new_sessions[-1].update(pageview_count=1)
+                else:
+                    session.pageview_count = (session.pageview_count or 0) + 1
+                    writes.session_pages.append(
+                        {"b_id": session.id, "b_seen": now, "b_url": url, "b_title": event.title}
+                    )
+        elif not new_session and event.type != "leave":
+            writes.session_seen.append({"b_id": session.id, "b_seen": now})
+        if event.duration_ms is not None and not new_session:
+            writes.durations.append(
+                {"b_session": session.id, "b_page": event.page_id, "b_duration": event.duration_ms}
+            )
+        if event.type == "cart" and event.cart is not None:
+            items = [item.as_json() for item in event.cart.items]
+            writes.carts.append(
+                {
+                    "session_id": session.id,
+                    "site_id": site.id,
+                    "items": items,
+                    "total": event.cart.total,
+                    "currency": event.cart.currency,
+                    "item_count": sum(item.qty for item in event.cart.items),
+                    "updated_at": now,
+                }
+            )
+        if writes.new_sessions:
+            writes.new_sessions[-1].update(_session_values(session))
+        try:
+            await self._submit(writes)
+        except Exception:
+            # The database refused: drop what the cache believes so the next event re-reads.
+            self.cache.forget(session.id)
+            raise
+        result = CollectResult(
+            session=session,
+            new_session=new_session,
+            visitor_id=session.visitor_id,
+            pageview_data=pageview,
+        )
+        if numbers is not None and event.type != "leave":
+            result.numbers = await numbers.numbers_for_session(site, session, now)
+        return result
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _build_statements(self) -> dict[str, Any]:
+        insert = postgresql.insert if self._dialect == "postgresql" else sqlite.insert
+        cart_insert = insert(CARTS)
+        cart_upsert = cart_insert.on_conflict_do_update(
+            index_elements=[CARTS.c.session_id],
+            set_={
+                "items": cart_insert.excluded["items"],
+                "total": cart_insert.excluded.total,
+                "currency": cart_insert.excluded.currency,
+                "item_count": cart_insert.excluded.item_count,
+                "updated_at": cart_insert.excluded.updated_at,
+            },
+        )
+        pageview_insert = insert(PAGEVIEWS).on_conflict_do_nothing(
+            index_elements=[PAGEVIEWS.c.session_id, PAGEVIEWS.c.page_id]
+        )
+        return {
+            "new_sessions": SESSIONS.insert(),
+            "pageviews": pageview_insert,
+            "session_pages": update(SESSIONS)
+            .where(SESSIONS.c.id == bindparam("b_id"))
+            .values(
+                last_seen_at=bindparam("b_seen"),
+                pageview_count=SESSIONS.c.pageview_count + 1,
+                current_url=bindparam("b_url"),
+                current_title=bindparam("b_title"),
+            ),
+            "session_seen": update(SESSIONS)
+            .where(
+                SESSIONS.c.id == bindparam("b_id"), SESSIONS.c.last_seen_at < bindparam("b_seen")
+            )
+            .values(last_seen_at=bindparam("b_seen")),
+            "session_consent": update(SESSIONS)
+            .where(SESSIONS.c.id == bindparam("b_id"))
+            .values(consent=bindparam("b_consent"), visitor_id=bindparam("b_visitor")),
+            # Durations only grow: a late heartbeat must not shorten what a beacon recorded.
+            "durations": update(PAGEVIEWS)
+            .where(
+                PAGEVIEWS.c.session_id == bindparam("b_session"),
+                PAGEVIEWS.c.page_id == bindparam("b_page"),
+                PAGEVIEWS.c.duration_ms < bindparam("b_duration"),
+            )
+            .values(duration_ms=bindparam("b_duration")),
+            "carts": cart_upsert,
+        }
+
+    async def _submit(self, writes: _Writes) -> None:
+        if not len(writes):
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(writes, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_loop())
+        await done
+
+    async def _flush_loop(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            merged = _Writes()
+            for pending in batch:
+                merged.extend(pending.writes)
+            try:
+                await self._write(merged)
+            except Exception:
+                # One bad event must not fail the others: write them one by one.
+                log.warning("batch of %d events failed; retrying one by one", len(batch))
+                for pending in batch:
+                    try:
+                        await self._write(pending.writes)
+                    except Exception as exc:
+                        log.exception("collect write failed")
+                        if not pending.done.done():
+                            pending.done.set_exception(exc)
+                    else:
+                        if not pending.done.done():
+                            pending.done.set_result(None)
+                continue
+            for pending in batch:
+                if not pending.done.done():
+                    pending.done.set_result(None)
+
+    async def _write(self, writes: _Writes) -> None:
+        async with self._engine.begin() as connection:
+            for name in _Writes.__dataclass_fields__:
+                rows: Sequence[dict[str, Any]] = getattr(writes, name)
+                if rows:
+                    await connection.execute(self._statements[name], list(rows))
+
+    async def drain(self) -> None:
+        """Wait for the writes in flight (shutdown)."""
+        if self._flusher is not None:
+            await asyncio.shield(self._flusher)
+
+
+def _consent_row(session: TrackedSession) -> dict[str, Any]:
+    return {"b_id": session.id, "b_consent": session.consent, "b_visitor": session.visitor_id}
+
+
+def _start_session(
+    site: Site,
+    event: CollectEvent,
+    client: ClientInfo,
+    anon_key: str | None,
+    consent: bool,
+    now: dt.datetime,
+) -> TrackedSession:
+    landing = event.url or f"https://{site.domain}/"
+    referrer = event.referrer if event.type == "pageview" else None
+    attribution = classify(landing, referrer, site_domain=site.domain)
+    geo = client.geo_lookup(client.ip)
+    return TrackedSession(
+        id=new_id(),
+        site_id=site.id,
+        visitor_id=(event.visitor_id or new_id()) if consent else None,
+        anon_key=anon_key,
+        consent=consent,
+        started_at=now,
+        last_seen_at=now,
+        landing_url=landing,
+        referrer=referrer,
+        channel=attribution.channel,
+        source=attribution.source,
+        medium=attribution.medium,
+        campaign=attribution.campaign,
+        term=attribution.term,
+        content=attribution.content,
+        click_ids=dict(attribution.click_ids),
+        gclid=attribution.click_ids.get("gclid"),
+        ip_truncated=client.ip_truncated,
+        country=geo.country,
+        region=geo.region,
+        city=geo.city,
+        browser=client.device.browser,
+        os=client.device.os,
+        device=client.device.device,
+        language=event.language,
+        pageview_count=0,
+        current_url=landing,
+        current_title=event.title,
+    )
