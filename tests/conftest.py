@@ -127,3 +127,13 @@ def browser() -> Iterator[Any]:
         instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield instance
         instance.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the browser tests last.
+
+    Playwright's sync API keeps an event loop running in the main thread for as long as the
+    shared browser lives; pytest-asyncio cannot start its loops after that, so every async
+    test must run before the first browser test starts the browser.
+    """
+    items.sort(key=lambda item: "browser" in getattr(item, "fixturenames", ()))

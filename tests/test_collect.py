@@ -406,7 +406,15 @@ async def test_preflight_and_snippet_are_cross_origin(
     config = json.loads(text.split("=", 1)[1].split(";\n", 1)[0])
     assert config["k"] == site.site_key and config["cm"] == "required"
     assert config["u"] == "http://calltrack.test/collect"
-    assert config["b"] == [{"e164": "+33123456789", "cc": "33", "nat": "0123456789"}]
+    assert config["b"] == [
+        {
+            "e164": "+33123456789",
+            "cc": "33",
+            "nat": "0123456789",
+            "national": "01 23 45 67 89",
+            "international": "+33 1 23 45 67 89",
+        }
+    ]
     again = await client.get(
         f"/ct.js?k={site.site_key}", headers={"If-None-Match": script.headers["ETag"]}
     )

@@ -33,7 +33,7 @@ def snippet_config(
     config: dict[str, Any] = {"k": site_key, "u": f"{public_url}/collect"}
     if consent_mode is not None:
         config["cm"] = consent_mode
-        config["b"] = [phone_forms(e164).as_snippet(with_display=False) for e164 in business_e164]
+        config["b"] = [phone_forms(e164).as_snippet(with_display=True) for e164 in business_e164]
     return config
 
 
