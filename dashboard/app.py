@@ -5,24 +5,32 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from dashboard import demo
+from dashboard import auth, console, demo, privacy_http, webhooks
+from dashboard.api import http as api_http
+from dashboard.hub import http as hub_http
+from dashboard.reports import http as reports_http
+from telephony import http as telephony_http
 from tracker import appkeys
 from tracker import http as tracker_http
 from tracker.clock import Clock, SystemClock
+from tracker.collector import Collector
 from tracker.config import Settings
 from tracker.db import Database
 from tracker.geo import GeoLookup
 from tracker.metrics import REGISTRY, REQUEST_SECONDS
 from tracker.sitecache import SiteCache
 from tracker.web import Handler, error_middleware
+from widget import contact_http
 from widget import http as widget_http
 
 log = logging.getLogger("calltrack")
+STATIC = Path(__file__).with_name("static")
 
 
 @web.middleware
@@ -79,18 +87,32 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(_database_ctx)
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_geo_ctx)
+    app.cleanup_ctx.append(_numbers_ctx)
     app.router.add_get("/healthz", health)
     app.router.add_get("/metrics", metrics)
     tracker_http.setup(app)
     widget_http.setup(app)
+    contact_http.setup(app)
+    auth.setup(app)
+    app.router.add_static("/static", STATIC, append_version=True)
     demo.setup(app)
+    telephony_http.setup(app)
+    hub_http.setup(app)
+    console.setup(app)
+    reports_http.setup(app)
+    webhooks.setup(app)
+    api_http.setup(app)
+    privacy_http.setup(app)
     return app
 
 
 async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
-    database = Database(app[appkeys.SETTINGS].database_url)
+    settings = app[appkeys.SETTINGS]
+    database = Database(settings.database_url)
     app[appkeys.DATABASE] = database
+    app[appkeys.COLLECTOR] = Collector(database.engine, app[appkeys.CLOCK], settings.secret_key)
     yield
+    await app[appkeys.COLLECTOR].drain()
     await database.close()
 
 
@@ -100,12 +122,29 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
         app[appkeys.REDIS] = None
         yield
         return
-    from redis.asyncio import Redis
+    from redis.asyncio import BlockingConnectionPool, Redis
 
-    redis = Redis.from_url(url, decode_responses=False)
+    # A blocking pool makes bursts wait for a connection instead of failing: redis-py's default
+    # pool raises once 100 commands are in flight, which a busy collect worker reaches.
+    pool = BlockingConnectionPool.from_url(url, max_connections=200, timeout=5)
+    redis = Redis(connection_pool=pool, decode_responses=False)
     app[appkeys.REDIS] = redis
     yield
     await redis.aclose()
+
+
+async def _numbers_ctx(app: web.Application) -> AsyncIterator[None]:
+    from tracker.numbers.service import NumberService, number_service_for
+
+    if app[appkeys.NUMBERS] is not None:  # given by the caller (tests with their own carrier)
+        yield
+        return
+    service: NumberService = number_service_for(
+        app[appkeys.SETTINGS], app[appkeys.REDIS], database=app[appkeys.DATABASE]
+    )
+    app[appkeys.NUMBERS] = service
+    yield
+    await service.aclose()
 
 
 async def _geo_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@ from typing import Any
 def register(commands: Any) -> None:
     bench = commands.add_parser("bench", help="run a benchmark; --json prints one JSON object")
     names = bench.add_subparsers(dest="bench_name", required=True, metavar="NAME")
-    from dashboard.bench import collect
+    from dashboard.bench import collect, dni, hub, purge, reports, webhook
 
-    collect.register(names)
+    for module in (collect, dni, webhook, hub, reports, purge):
+        module.register(names)

@@ -44,6 +44,11 @@ async def collect(request: web.Request) -> web.Response:
     if cached is None:
         async with database.sessions() as db:
             cached = await app[appkeys.SITE_CACHE].get(db, event.site_key)
+    exclusions = app.get(appkeys.EXCLUSIONS)
+    if event.visitor_id and exclusions is not None:
+        # An excluded visitor objected to tracking: store nothing (tracker.privacy.exclusion).
+        if await exclusions.visitor_excluded(database, cached.site.account_id, event.visitor_id):
+            return web.Response(status=204, headers=CORS_HEADERS)
     client = ClientInfo(
         ip=ip,
         user_agent=user_agent,

@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -177,6 +178,8 @@ class Pageview(Base):
     __table_args__ = (
         Index("ix_pageviews_site_viewed", "site_id", "viewed_at"),
         Index("ix_pageviews_session", "session_id", "viewed_at"),
+        # A retried beacon of the same page load is stored once (ON CONFLICT DO NOTHING).
+        UniqueConstraint("session_id", "page_id", name="uq_pageviews_session_page"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -239,6 +242,10 @@ class Lease(Base):
     __tablename__ = "leases"
     __table_args__ = (
         Index("ix_leases_number_started", "tracking_number_id", "started_at"),
+        # "Who held this number at that instant" (tracker.numbers.service.leases_at) bounds
+        # hold_until from below: for a recent instant this reads only the last lease or two,
+        # where the started_at index would walk the number's whole history.
+        Index("ix_leases_number_hold", "tracking_number_id", "hold_until"),
         Index("ix_leases_session", "session_id"),
         Index("ix_leases_site_started", "site_id", "started_at"),
     )
@@ -342,3 +349,290 @@ class AuditEntry(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     ip_truncated: Mapped[str | None] = mapped_column(String(64), default=None)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class LoginSession(Base):
+    """A signed-in browser: the cookie holds a random token, the table only its hash."""
+
+    __tablename__ = "login_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    ip_truncated: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class ContactRequest(Base):
+    """A visitor's request to be called back, queued for the advisors of the site."""
+
+    __tablename__ = "contact_requests"
+    __table_args__ = (
+        # The console's queue: a site's open requests, oldest first.
+        Index("ix_contact_requests_site_status", "site_id", "status", "created_at"),
+        Index("ix_contact_requests_session", "session_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id", ondelete="CASCADE"))
+    session_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sessions.id", ondelete="SET NULL"), default=None
+    )
+    phone_e164: Mapped[str] = mapped_column(String(20))
+    message: Mapped[str | None] = mapped_column(Text, default=None)
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    kind: Mapped[str] = mapped_column(String(16), default="callback")
+    # open → claimed (one advisor holds it) → closed (tagged with an outcome).
+    status: Mapped[str] = mapped_column(String(10), default="open")
+    claimed_by_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), default=None
+    )
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    outcome_tag: Mapped[str | None] = mapped_column(String(20), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    call_id: Mapped[int | None] = mapped_column(
+        ForeignKey("calls.id", ondelete="SET NULL"), default=None
+    )
+    # Asked outside the site's opening hours: the visitor was told when we call back.
+    outside_hours: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ApiToken(Base):
+    """A REST API bearer token of an account: only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The first characters of the token, shown in lists so a token can be recognised.
+    prefix: Mapped[str] = mapped_column(String(16))
+    # "read" or "write" (write includes read).
+    scope: Mapped[str] = mapped_column(String(10))
+    # Full caller numbers in API answers; without it they are masked like for a marketer.
+    caller_numbers: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class WebhookEndpoint(Base):
+    """A URL of the merchant that receives signed event notifications."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(80))
+    events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    description: Mapped[str | None] = mapped_column(String(200), default=None)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint, with its retry state: the worker's queue and the log."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        # One delivery per event and endpoint, however often telephony reports the call.
+        UniqueConstraint("endpoint_id", "dedupe_key", name="uq_webhook_deliveries_dedupe"),
+        # The worker's poll: pending deliveries whose next attempt is due.
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    account_id: Mapped[int] = mapped_column(Integer)
+    event_id: Mapped[str] = mapped_column(String(40))
+    event_type: Mapped[str] = mapped_column(String(40))
+    dedupe_key: Mapped[str] = mapped_column(String(100))
+    # The exact bytes sent (and signed), so every retry sends the same body.
+    body: Mapped[str] = mapped_column(Text)
+    # pending, delivered or failed (gave up).
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    first_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # A worker that claimed the row holds it until then (a crashed worker's claim expires).
+    locked_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    last_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(String(300), default=None)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class AdCost(Base):
+    """Ad spend imported from CSV: one day, one channel or source/medium, one campaign."""
+
+    __tablename__ = "ad_costs"
+    __table_args__ = (Index("ix_ad_costs_account_day", "account_id", "day"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    # None: the spend is for the whole account (shown when all sites are selected).
+    site_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sites.id", ondelete="CASCADE"), default=None
+    )
+    day: Mapped[dt.date] = mapped_column(Date)
+    channel: Mapped[str] = mapped_column(String(40))
+    source: Mapped[str | None] = mapped_column(String(200), default=None)
+    medium: Mapped[str | None] = mapped_column(String(200), default=None)
+    campaign: Mapped[str | None] = mapped_column(String(300), default=None)
+    cost: Mapped[Decimal] = mapped_column(Numeric(14, 2))
+    currency: Mapped[str] = mapped_column(String(3))
+    import_id: Mapped[str] = mapped_column(String(32))
+    imported_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class ReportSessionDay(Base):
+    """Pre-aggregated sessions: one site, one local day, one dimension value."""
+
+    __tablename__ = "report_session_days"
+
+    site_id: Mapped[int] = mapped_column(
+        ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True
+    )
+    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    value: Mapped[str] = mapped_column(String(300), primary_key=True)
+    sessions: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ReportCallDay(Base):
+    """Pre-aggregated call credit in milli-calls: site, local day, model, dimension value."""
+
+    __tablename__ = "report_call_days"
+
+    site_id: Mapped[int] = mapped_column(
+        ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True
+    )
+    model: Mapped[str] = mapped_column(String(20), primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    value: Mapped[str] = mapped_column(String(300), primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger, default=0)
+    answered: Mapped[int] = mapped_column(BigInteger, default=0)
+    missed: Mapped[int] = mapped_column(BigInteger, default=0)
+    first_time: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Milli-calls times seconds of talk time of answered calls.
+    talk: Mapped[int] = mapped_column(BigInteger, default=0)
+    sales: Mapped[int] = mapped_column(BigInteger, default=0)
+    leads: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ReportDirtyDay(Base):
+    """A site's local day whose call rollup must be recomputed."""
+
+    __tablename__ = "report_dirty_days"
+
+    site_id: Mapped[int] = mapped_column(
+        ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    marked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class ReportRollupState(Base):
+    """How far a site's session rollup is known to be complete."""
+
+    __tablename__ = "report_rollup_state"
+
+    site_id: Mapped[int] = mapped_column(
+        ForeignKey("sites.id", ondelete="CASCADE"), primary_key=True
+    )
+    sessions_through: Mapped[dt.date | None] = mapped_column(Date, default=None)
+    refreshed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class ExclusionEntry(Base):
+    """A phone number or visitor id the account must never track, kept only as a keyed hash."""
+
+    __tablename__ = "privacy_exclusions"
+    __table_args__ = (
+        UniqueConstraint("account_id", "kind", "key_hash", name="uq_privacy_exclusions_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    # "phone" (E.164) or "visitor" (the snippet's visitor id).
+    kind: Mapped[str] = mapped_column(String(10))
+    # HMAC-SHA256 keyed with CALLTRACK_SECRET_KEY (tracker.privacy.hashing): never the value.
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(320))
+
+
+class Restriction(Base):
+    """A person whose data is kept but withheld from reports, exports and the console."""
+
+    __tablename__ = "privacy_restrictions"
+    __table_args__ = (
+        UniqueConstraint("account_id", "kind", "value", name="uq_privacy_restrictions_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    # "phone", "visitor" or "session"; the value is kept in clear so reports can filter in SQL
+    # (the data it points at is stored anyway) and is deleted when the person is erased.
+    kind: Mapped[str] = mapped_column(String(10))
+    value: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(320))
+
+
+class PurgeCursor(Base):
+    """Where the retention purge of one data class of one site (or account) stands."""
+
+    __tablename__ = "privacy_purge_cursors"
+    __table_args__ = (
+        UniqueConstraint("scope", "data_class", name="uq_privacy_purge_cursors_scope"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # "site:<id>" or "account:<id>" (the audit log is kept per account).
+    scope: Mapped[str] = mapped_column(String(40))
+    data_class: Mapped[str] = mapped_column(String(32))
+    # Everything older than this is being deleted by the current run.
+    cutoff_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # The last row deleted (time and key): a resumed run starts there.
+    position_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    position_key: Mapped[str | None] = mapped_column(String(64), default=None)
+    deleted: Mapped[int] = mapped_column(BigInteger, default=0)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class ExportRecord(Base):
+    """A data-subject export written under var/exports, so that erasure can delete it too."""
+
+    __tablename__ = "privacy_exports"
+    __table_args__ = (Index("ix_privacy_exports_account", "account_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    site_id: Mapped[int | None] = mapped_column(
+        ForeignKey("sites.id", ondelete="SET NULL"), default=None
+    )
+    filename: Mapped[str] = mapped_column(String(200))
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Keyed hashes of the person's identifiers (never the identifiers): erasure matches on them.
+    subject_hashes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(String(320))
+    # Exports are copies of personal data: the purge deletes them after a week.
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())

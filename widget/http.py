@@ -28,19 +28,34 @@ def minified_snippet() -> str:
 
 
 def snippet_config(
-    site_key: str, public_url: str, consent_mode: str | None, business_e164: tuple[str, ...]
+    site_key: str,
+    public_url: str,
+    consent_mode: str | None,
+    business_e164: tuple[str, ...],
+    contact_widget: bool = False,
 ) -> dict[str, Any]:
     config: dict[str, Any] = {"k": site_key, "u": f"{public_url}/collect"}
+    if contact_widget:
+        config["c"] = f"{public_url}/contact.js"
     if consent_mode is not None:
         config["cm"] = consent_mode
         config["b"] = [phone_forms(e164).as_snippet(with_display=True) for e164 in business_e164]
     return config
 
 
+# Appended only for sites with the contact widget: it loads contact.js after the snippet has
+# defined `calltrack`, outside the snippet's 3,000-byte budget (the widget is lazy by design).
+CONTACT_LOADER = (
+    ";(()=>{const e=document.createElement('script');e.async=!0;"
+    "e.src=window.__calltrack_cfg.c;document.head.append(e)})();"
+)
+
+
 def render_snippet(config: dict[str, Any]) -> str:
     # `</` would end an inline <script> if a merchant inlines the file; keep JSON inert.
     payload = json.dumps(config, separators=(",", ":")).replace("</", "<\\/")
-    return f"window.__calltrack_cfg={payload};\n{minified_snippet()}"
+    loader = CONTACT_LOADER if config.get("c") else ""
+    return f"window.__calltrack_cfg={payload};\n{minified_snippet()}{loader}"
 
 
 async def snippet(request: web.Request) -> web.Response:
@@ -50,15 +65,18 @@ async def snippet(request: web.Request) -> web.Response:
     site_key = request.query.get("k", "")[:64]
     consent_mode: str | None = None
     business: tuple[str, ...] = ()
+    contact_widget = False
     if site_key:
         try:
             async with app[appkeys.DATABASE].sessions() as db:
                 cached = await app[appkeys.SITE_CACHE].get(db, site_key)
             consent_mode = cached.site.consent_mode
             business = cached.business_e164
+            contact_widget = (cached.site.settings or {}).get("contact_widget") is True
         except NotFound:
             pass
-    body = render_snippet(snippet_config(site_key, settings.public_url, consent_mode, business))
+    config = snippet_config(site_key, settings.public_url, consent_mode, business, contact_widget)
+    body = render_snippet(config)
     etag = '"' + hashlib.sha256(body.encode()).hexdigest()[:32] + '"'
     headers = {
         "Cache-Control": f"public, max-age={MAX_AGE}",

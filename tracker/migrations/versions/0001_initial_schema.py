@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 03:08:36.407995
+Create Date: 2026-11-23 04:23:54.268219
 """
 
 from __future__ import annotations
@@ -57,6 +57,60 @@ def upgrade() -> None:
     with op.batch_alter_table('carrier_events', schema=None) as batch_op:
         batch_op.create_index('ix_carrier_events_call', ['provider', 'provider_call_id'], unique=False)
 
+    op.create_table('privacy_purge_cursors',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('scope', sa.String(length=40), nullable=False),
+    sa.Column('data_class', sa.String(length=32), nullable=False),
+    sa.Column('cutoff_at', tracker.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('position_at', tracker.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('position_key', sa.String(length=64), nullable=True),
+    sa.Column('deleted', sa.BigInteger(), nullable=False),
+    sa.Column('started_at', tracker.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', tracker.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', tracker.models.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_privacy_purge_cursors')),
+    sa.UniqueConstraint('scope', 'data_class', name='uq_privacy_purge_cursors_scope')
+    )
+    op.create_table('api_tokens',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('name', sa.String(length=200), nullable=False),
+    sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('prefix', sa.String(length=16), nullable=False),
+    sa.Column('scope', sa.String(length=10), nullable=False),
+    sa.Column('caller_numbers', sa.Boolean(), nullable=False),
+    sa.Column('created_at', tracker.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_used_at', tracker.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('revoked_at', tracker.models.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_api_tokens_account_id_accounts'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_api_tokens')),
+    sa.UniqueConstraint('token_hash', name=op.f('uq_api_tokens_token_hash'))
+    )
+    with op.batch_alter_table('api_tokens', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_api_tokens_account_id'), ['account_id'], unique=False)
+
+    op.create_table('privacy_exclusions',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=10), nullable=False),
+    sa.Column('key_hash', sa.String(length=64), nullable=False),
+    sa.Column('created_at', tracker.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_by', sa.String(length=320), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_privacy_exclusions_account_id_accounts'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_privacy_exclusions')),
+    sa.UniqueConstraint('account_id', 'kind', 'key_hash', name='uq_privacy_exclusions_key')
+    )
+    op.create_table('privacy_restrictions',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=10), nullable=False),
+    sa.Column('value', sa.String(length=64), nullable=False),
+    sa.Column('created_at', tracker.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_by', sa.String(length=320), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_privacy_restrictions_account_id_accounts'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_privacy_restrictions')),
+    sa.UniqueConstraint('account_id', 'kind', 'value', name='uq_privacy_restrictions_key')
+    )
     op.create_table('sites',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('account_id', sa.Integer(), nullable=False),
@@ -95,6 +149,41 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
     sa.UniqueConstraint('email', name=op.f('uq_users_email'))
     )
+    op.create_table('webhook_endpoints',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('url', sa.Text(), nullable=False),
+    sa.Column('secret', sa.String(length=80), nullable=False),
+    sa.Column('events', sa.JSON(), nullable=False),
+    sa.Column('description', sa.String(length=200), nullable=True),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('created_at', tracker.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_webhook_endpoints_account_id_accounts'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_endpoints'))
+    )
+    with op.batch_alter_table('webhook_endpoints', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_webhook_endpoints_account_id'), ['account_id'], unique=False)
+
+    op.create_table('ad_costs',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('site_id', sa.Integer(), nullable=True),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('channel', sa.String(length=40), nullable=False),
+    sa.Column('source', sa.String(length=200), nullable=True),
+    sa.Column('medium', sa.String(length=200), nullable=True),
+    sa.Column('campaign', sa.String(length=300), nullable=True),
+    sa.Column('cost', sa.Numeric(precision=14, scale=2), nullable=False),
+    sa.Column('currency', sa.String(length=3), nullable=False),
+    sa.Column('import_id', sa.String(length=32), nullable=False),
+    sa.Column('imported_at', tracker.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_ad_costs_account_id_accounts'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['site_id'], ['sites.id'], name=op.f('fk_ad_costs_site_id_sites'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_ad_costs'))
+    )
+    with op.batch_alter_table('ad_costs', schema=None) as batch_op:
+        batch_op.create_index('ix_ad_costs_account_day', ['account_id', 'day'], unique=False)
+
     op.create_table('business_numbers',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('site_id', sa.Integer(), nullable=False),
@@ -108,6 +197,76 @@ def upgrade() -> None:
     with op.batch_alter_table('business_numbers', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_business_numbers_site_id'), ['site_id'], unique=False)
 
+    op.create_table('login_sessions',
+    sa.Column('token_hash', sa.String(length=64), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('csrf_token', sa.String(length=64), nullable=False),
+    sa.Column('created_at', tracker.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('last_seen_at', tracker.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', tracker.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('ip_truncated', sa.String(length=64), nullable=True),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_login_sessions_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('token_hash', name=op.f('pk_login_sessions'))
+    )
+    with op.batch_alter_table('login_sessions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_login_sessions_user_id'), ['user_id'], unique=False)
+
+    op.create_table('privacy_exports',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('site_id', sa.Integer(), nullable=True),
+    sa.Column('filename', sa.String(length=200), nullable=False),
+    sa.Column('size_bytes', sa.BigInteger(), nullable=False),
+    sa.Column('subject_hashes', sa.JSON(), nullable=False),
+    sa.Column('created_at', tracker.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_by', sa.String(length=320), nullable=False),
+    sa.Column('expires_at', tracker.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_privacy_exports_account_id_accounts'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['site_id'], ['sites.id'], name=op.f('fk_privacy_exports_site_id_sites'), ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_privacy_exports'))
+    )
+    with op.batch_alter_table('privacy_exports', schema=None) as batch_op:
+        batch_op.create_index('ix_privacy_exports_account', ['account_id', 'created_at'], unique=False)
+
+    op.create_table('report_call_days',
+    sa.Column('site_id', sa.Integer(), nullable=False),
+    sa.Column('model', sa.String(length=20), nullable=False),
+    sa.Column('dimension', sa.String(length=16), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('value', sa.String(length=300), nullable=False),
+    sa.Column('calls', sa.BigInteger(), nullable=False),
+    sa.Column('answered', sa.BigInteger(), nullable=False),
+    sa.Column('missed', sa.BigInteger(), nullable=False),
+    sa.Column('first_time', sa.BigInteger(), nullable=False),
+    sa.Column('talk', sa.BigInteger(), nullable=False),
+    sa.Column('sales', sa.BigInteger(), nullable=False),
+    sa.Column('leads', sa.BigInteger(), nullable=False),
+    sa.ForeignKeyConstraint(['site_id'], ['sites.id'], name=op.f('fk_report_call_days_site_id_sites'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('site_id', 'model', 'dimension', 'day', 'value', name=op.f('pk_report_call_days'))
+    )
+    op.create_table('report_dirty_days',
+    sa.Column('site_id', sa.Integer(), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('marked_at', tracker.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['site_id'], ['sites.id'], name=op.f('fk_report_dirty_days_site_id_sites'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('site_id', 'day', name=op.f('pk_report_dirty_days'))
+    )
+    op.create_table('report_rollup_state',
+    sa.Column('site_id', sa.Integer(), nullable=False),
+    sa.Column('sessions_through', sa.Date(), nullable=True),
+    sa.Column('refreshed_at', tracker.models.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['site_id'], ['sites.id'], name=op.f('fk_report_rollup_state_site_id_sites'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('site_id', name=op.f('pk_report_rollup_state'))
+    )
+    op.create_table('report_session_days',
+    sa.Column('site_id', sa.Integer(), nullable=False),
+    sa.Column('dimension', sa.String(length=16), nullable=False),
+    sa.Column('day', sa.Date(), nullable=False),
+    sa.Column('value', sa.String(length=300), nullable=False),
+    sa.Column('sessions', sa.BigInteger(), nullable=False),
+    sa.ForeignKeyConstraint(['site_id'], ['sites.id'], name=op.f('fk_report_session_days_site_id_sites'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('site_id', 'dimension', 'day', 'value', name=op.f('pk_report_session_days'))
+    )
     op.create_table('sessions',
     sa.Column('id', sa.String(length=32), nullable=False),
     sa.Column('site_id', sa.Integer(), nullable=False),
@@ -146,6 +305,32 @@ def upgrade() -> None:
         batch_op.create_index('ix_sessions_site_started', ['site_id', 'started_at'], unique=False)
         batch_op.create_index('ix_sessions_site_visitor', ['site_id', 'visitor_id'], unique=False)
 
+    op.create_table('webhook_deliveries',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('endpoint_id', sa.Integer(), nullable=False),
+    sa.Column('account_id', sa.Integer(), nullable=False),
+    sa.Column('event_id', sa.String(length=40), nullable=False),
+    sa.Column('event_type', sa.String(length=40), nullable=False),
+    sa.Column('dedupe_key', sa.String(length=100), nullable=False),
+    sa.Column('body', sa.Text(), nullable=False),
+    sa.Column('status', sa.String(length=12), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('created_at', tracker.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('first_attempt_at', tracker.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('next_attempt_at', tracker.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('locked_until', tracker.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_attempt_at', tracker.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_status_code', sa.Integer(), nullable=True),
+    sa.Column('last_error', sa.String(length=300), nullable=True),
+    sa.Column('delivered_at', tracker.models.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['endpoint_id'], ['webhook_endpoints.id'], name=op.f('fk_webhook_deliveries_endpoint_id_webhook_endpoints'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_deliveries')),
+    sa.UniqueConstraint('endpoint_id', 'dedupe_key', name='uq_webhook_deliveries_dedupe')
+    )
+    with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
+        batch_op.create_index('ix_webhook_deliveries_due', ['status', 'next_attempt_at'], unique=False)
+        batch_op.create_index('ix_webhook_deliveries_endpoint', ['endpoint_id', 'created_at'], unique=False)
+
     op.create_table('carts',
     sa.Column('session_id', sa.String(length=32), nullable=False),
     sa.Column('site_id', sa.Integer(), nullable=False),
@@ -172,7 +357,8 @@ def upgrade() -> None:
     sa.Column('duration_ms', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['session_id'], ['sessions.id'], name=op.f('fk_pageviews_session_id_sessions'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['site_id'], ['sites.id'], name=op.f('fk_pageviews_site_id_sites'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_pageviews'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_pageviews')),
+    sa.UniqueConstraint('session_id', 'page_id', name='uq_pageviews_session_page')
     )
     with op.batch_alter_table('pageviews', schema=None) as batch_op:
         batch_op.create_index('ix_pageviews_session', ['session_id', 'viewed_at'], unique=False)
@@ -216,6 +402,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_leases'))
     )
     with op.batch_alter_table('leases', schema=None) as batch_op:
+        batch_op.create_index('ix_leases_number_hold', ['tracking_number_id', 'hold_until'], unique=False)
         batch_op.create_index('ix_leases_number_started', ['tracking_number_id', 'started_at'], unique=False)
         batch_op.create_index('ix_leases_session', ['session_id'], unique=False)
         batch_op.create_index('ix_leases_site_started', ['site_id', 'started_at'], unique=False)
@@ -267,11 +454,42 @@ def upgrade() -> None:
         batch_op.create_index('ix_calls_site_caller', ['site_id', 'caller_e164'], unique=False)
         batch_op.create_index('ix_calls_site_started', ['site_id', 'started_at'], unique=False)
 
+    op.create_table('contact_requests',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('site_id', sa.Integer(), nullable=False),
+    sa.Column('session_id', sa.String(length=32), nullable=True),
+    sa.Column('phone_e164', sa.String(length=20), nullable=False),
+    sa.Column('message', sa.Text(), nullable=True),
+    sa.Column('language', sa.String(length=8), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('status', sa.String(length=10), nullable=False),
+    sa.Column('claimed_by_user_id', sa.Integer(), nullable=True),
+    sa.Column('claimed_at', tracker.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('outcome_tag', sa.String(length=20), nullable=True),
+    sa.Column('created_at', tracker.models.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('closed_at', tracker.models.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('call_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.Column('outside_hours', sa.Boolean(), nullable=False),
+    sa.ForeignKeyConstraint(['call_id'], ['calls.id'], name=op.f('fk_contact_requests_call_id_calls'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['claimed_by_user_id'], ['users.id'], name=op.f('fk_contact_requests_claimed_by_user_id_users'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['session_id'], ['sessions.id'], name=op.f('fk_contact_requests_session_id_sessions'), ondelete='SET NULL'),
+    sa.ForeignKeyConstraint(['site_id'], ['sites.id'], name=op.f('fk_contact_requests_site_id_sites'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_contact_requests'))
+    )
+    with op.batch_alter_table('contact_requests', schema=None) as batch_op:
+        batch_op.create_index('ix_contact_requests_session', ['session_id'], unique=False)
+        batch_op.create_index('ix_contact_requests_site_status', ['site_id', 'status', 'created_at'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('contact_requests', schema=None) as batch_op:
+        batch_op.drop_index('ix_contact_requests_site_status')
+        batch_op.drop_index('ix_contact_requests_session')
+
+    op.drop_table('contact_requests')
     with op.batch_alter_table('calls', schema=None) as batch_op:
         batch_op.drop_index('ix_calls_site_started')
         batch_op.drop_index('ix_calls_site_caller')
@@ -282,6 +500,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_leases_site_started')
         batch_op.drop_index('ix_leases_session')
         batch_op.drop_index('ix_leases_number_started')
+        batch_op.drop_index('ix_leases_number_hold')
 
     op.drop_table('leases')
     with op.batch_alter_table('tracking_numbers', schema=None) as batch_op:
@@ -297,6 +516,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_carts_site_id'))
 
     op.drop_table('carts')
+    with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
+        batch_op.drop_index('ix_webhook_deliveries_endpoint')
+        batch_op.drop_index('ix_webhook_deliveries_due')
+
+    op.drop_table('webhook_deliveries')
     with op.batch_alter_table('sessions', schema=None) as batch_op:
         batch_op.drop_index('ix_sessions_site_visitor')
         batch_op.drop_index('ix_sessions_site_started')
@@ -304,15 +528,42 @@ def downgrade() -> None:
         batch_op.drop_index('ix_sessions_site_anon')
 
     op.drop_table('sessions')
+    op.drop_table('report_session_days')
+    op.drop_table('report_rollup_state')
+    op.drop_table('report_dirty_days')
+    op.drop_table('report_call_days')
+    with op.batch_alter_table('privacy_exports', schema=None) as batch_op:
+        batch_op.drop_index('ix_privacy_exports_account')
+
+    op.drop_table('privacy_exports')
+    with op.batch_alter_table('login_sessions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_login_sessions_user_id'))
+
+    op.drop_table('login_sessions')
     with op.batch_alter_table('business_numbers', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_business_numbers_site_id'))
 
     op.drop_table('business_numbers')
+    with op.batch_alter_table('ad_costs', schema=None) as batch_op:
+        batch_op.drop_index('ix_ad_costs_account_day')
+
+    op.drop_table('ad_costs')
+    with op.batch_alter_table('webhook_endpoints', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_webhook_endpoints_account_id'))
+
+    op.drop_table('webhook_endpoints')
     op.drop_table('users')
     with op.batch_alter_table('sites', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_sites_account_id'))
 
     op.drop_table('sites')
+    op.drop_table('privacy_restrictions')
+    op.drop_table('privacy_exclusions')
+    with op.batch_alter_table('api_tokens', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_api_tokens_account_id'))
+
+    op.drop_table('api_tokens')
+    op.drop_table('privacy_purge_cursors')
     with op.batch_alter_table('carrier_events', schema=None) as batch_op:
         batch_op.drop_index('ix_carrier_events_call')
 

@@ -1,0 +1,190 @@
+"""The console websocket endpoint, the collect and call listeners, and the hub's lifecycle."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+from aiohttp import WSMsgType, web
+from sqlalchemy import select
+
+from dashboard.auth import current_auth
+from dashboard.hub import publish_site_event
+from dashboard.hub.backend import HubBackend
+from dashboard.hub.commands import handle_message
+from dashboard.hub.connection import Connection, Hub
+from dashboard.hub.const import CONSOLE_ROLES, ERR_INVALID_MESSAGE, MAX_MESSAGE_BYTES, URL
+from dashboard.hub.events import (
+    CallRingingData,
+    call_info,
+    cart_info,
+    cart_info_from_snapshot,
+    page_info,
+    page_info_from_row,
+    session_summary,
+)
+from dashboard.hub.memory import MemoryHub
+from tracker import appkeys
+from tracker.collect import CollectEvent, CollectResult
+from tracker.db import Database
+from tracker.errors import ApiError
+from tracker.geo import truncate_ip
+from tracker.models import Call, Cart, Pageview, Site, TrackedSession
+from tracker.web import client_ip
+
+log = logging.getLogger("calltrack.hub")
+
+RINGING_STATUSES = frozenset({"queued", "initiated", "ringing"})
+
+
+def _origin_allowed(request: web.Request) -> bool:
+    """Refuse cross-site sockets: a page elsewhere must not ride the advisor's cookie."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True  # browsers always send Origin on websockets; tools and tests may not
+    public = urlsplit(request.app[appkeys.SETTINGS].public_url)
+    return origin in {f"{public.scheme}://{public.netloc}", f"{request.scheme}://{request.host}"}
+
+
+async def console_socket(request: web.Request) -> web.StreamResponse:
+    """Open an advisor's console socket: check the sign-in, then serve commands and events."""
+    if not _origin_allowed(request):
+        raise ApiError("forbidden_origin", "this socket only serves our own pages", status=403)
+    auth = await current_auth(request)
+    if auth is None:
+        raise ApiError("unauthorized", "Sign in first.", status=401)
+    if auth.user.role not in CONSOLE_ROLES:
+        raise ApiError("forbidden", "the console is for advisors and administrators", status=403)
+    app = request.app
+    hub = app[appkeys.HUB]
+    # No permessage-deflate: one event goes to every console of a site, and deflating it once
+    # per socket (each has its own compressor state) would cost more CPU than the bytes saved.
+    ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_MESSAGE_BYTES)
+    await ws.prepare(request)
+    ip = client_ip(request, app[appkeys.SETTINGS].trusted_proxies)
+    connection = Connection(
+        ws,
+        auth,
+        queue_size=hub.options.queue_size,
+        ip_truncated=truncate_ip(ip),
+        transport=request.transport,
+    )
+    hub.add(connection)
+    try:
+        async for message in ws:
+            connection.touch()
+            if message.type is WSMsgType.TEXT:
+                await handle_message(app, hub, connection, message.data)
+            elif message.type is WSMsgType.BINARY:
+                connection.send_error(0, ERR_INVALID_MESSAGE, "messages are JSON text")
+    finally:
+        await hub.remove(connection)
+    return ws
+
+
+# -- publishers ----------------------------------------------------------------------------------
+
+
+async def publish_collect_event(
+    app: web.Application, site: Site, event: CollectEvent, result: CollectResult
+) -> None:
+    """Tell the consoles about a pageview, a cart or a consent change (no database reads)."""
+    session = result.session
+    if event.type == "pageview" and result.pageview_data is not None:
+        page = page_info_from_row(result.pageview_data)
+        await publish_site_event(
+            app,
+            site.id,
+            "visitor.pageview",
+            {"session": session_summary(session, None), "page": page},
+        )
+    elif event.type == "cart" and event.cart is not None:
+        await publish_site_event(
+            app,
+            site.id,
+            "visitor.cart",
+            {
+                "session_id": session.id,
+                "cart": cart_info_from_snapshot(event.cart, session.last_seen_at),
+            },
+        )
+    elif event.type == "consent":
+        await publish_site_event(
+            app,
+            site.id,
+            "visitor.consent",
+            {"session_id": session.id, "consent": bool(session.consent)},
+        )
+
+
+async def screen_pop(database: Database, call: Call, pages: int = 10) -> CallRingingData:
+    """Gather what an advisor needs while the phone rings: the caller's visit, cart and pages."""
+    data: CallRingingData = {"call": call_info(call), "session": None, "cart": None, "pages": []}
+    if call.session_id is None:
+        return data
+    async with database.sessions() as db:
+        session = await db.get(TrackedSession, call.session_id)
+        if session is None:
+            return data
+        cart = await db.get(Cart, session.id)
+        latest = await db.scalars(
+            select(Pageview)
+            .where(Pageview.session_id == session.id)
+            .order_by(Pageview.viewed_at.desc(), Pageview.id.desc())
+            .limit(pages)
+        )
+        data["session"] = session_summary(session, cart)
+        data["cart"] = cart_info(cart) if cart is not None else None
+        data["pages"] = [page_info(page) for page in reversed(list(latest))]
+    return data
+
+
+async def publish_call_event(app: web.Application, call: Call) -> None:
+    """Screen-pop an inbound call while it rings; report any later change as an update."""
+    ringing = (
+        call.direction == "inbound"
+        and call.status in RINGING_STATUSES
+        and call.answered_at is None
+        and call.ended_at is None
+    )
+    if ringing:
+        data = await screen_pop(app[appkeys.DATABASE], call)
+        await publish_site_event(app, call.site_id, "call.ringing", data)
+    else:
+        await publish_site_event(app, call.site_id, "call.updated", {"call": call_info(call)})
+
+
+# -- lifecycle -----------------------------------------------------------------------------------
+
+
+async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
+    hub = app[appkeys.HUB]
+    clock = app[appkeys.CLOCK]
+    redis = app[appkeys.REDIS]
+    if redis is not None:
+        from dashboard.hub.redis import RedisHub
+
+        backend: HubBackend = RedisHub(redis, app[appkeys.SETTINGS].redis_prefix, clock)
+    else:
+        backend = MemoryHub(clock)
+    await hub.start(backend, clock)
+    yield
+    await hub.close_all()
+    await hub.stop()
+
+
+async def _close_consoles(app: web.Application) -> None:
+    # on_shutdown runs before aiohttp waits for handlers to finish; cleanup contexts only after,
+    # so closing here lets consoles reconnect to another worker at once instead of timing out.
+    await app[appkeys.HUB].close_all()
+
+
+def setup(app: web.Application) -> None:
+    app[appkeys.HUB] = Hub()
+    app.router.add_get(URL, console_socket)
+    extras = app[appkeys.EXTRAS]
+    extras.setdefault("collect_listeners", []).append(publish_collect_event)
+    extras.setdefault("call_listeners", []).append(publish_call_event)
+    app.on_shutdown.append(_close_consoles)
+    app.cleanup_ctx.append(_hub_ctx)

@@ -1,0 +1,104 @@
+"""The in-process backend (embedded default): a deque per site, trimmed by age; asyncio only."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+
+from dashboard.hub.backend import (
+    ZERO_ID,
+    EventId,
+    HubBackend,
+    Replay,
+    StoredEvent,
+    format_event_id,
+    parse_event_id,
+)
+from dashboard.hub.const import MAX_EVENTS_PER_STREAM, RETENTION
+from tracker.clock import Clock
+
+
+def _ms(when: dt.datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
+@dataclass
+class _Stream:
+    events: deque[tuple[EventId, StoredEvent]] = field(default_factory=deque)
+    last: EventId = ZERO_ID
+
+
+class MemoryHub(HubBackend):
+    """Keep each site's recent events in memory and relay them in the same process."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        retention: dt.timedelta = RETENTION,
+        max_events: int = MAX_EVENTS_PER_STREAM,
+    ) -> None:
+        self._clock = clock
+        self._retention_ms = int(retention.total_seconds() * 1000)
+        self._max_events = max_events
+        self._streams: dict[int, _Stream] = {}
+        self._followed: set[int] = set()
+        self._queue: asyncio.Queue[StoredEvent | None] = asyncio.Queue()
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        self._queue.put_nowait(None)
+
+    async def publish(self, site_id: int, kind: str, at: str, data: str) -> StoredEvent:
+        now_ms = _ms(self._clock.now())
+        stream = self._streams.get(site_id)
+        if stream is None:
+            stream = self._streams[site_id] = _Stream()
+        # Like Redis: the clock may stall or step back, the ids never do.
+        last_ms, last_seq = stream.last
+        key = (now_ms, 0) if now_ms > last_ms else (last_ms, last_seq + 1)
+        stream.last = key
+        event = StoredEvent(site_id, format_event_id(key), kind, at, data)
+        stream.events.append((key, event))
+        self._trim(stream, now_ms - self._retention_ms)
+        if site_id in self._followed:
+            self._queue.put_nowait(event)
+        return event
+
+    def _trim(self, stream: _Stream, min_ms: int) -> None:
+        events = stream.events
+        while events and (events[0][0][0] < min_ms or len(events) > self._max_events):
+            events.popleft()
+
+    async def read_after(self, site_id: int, after: str) -> Replay:
+        key = parse_event_id(after)
+        stream = self._streams.get(site_id)
+        newer: list[StoredEvent] = []
+        # Same rule as Redis: no gap while the client's own last event is still held (an id
+        # from before a restart, or trimmed away, is not).
+        held_after = key == ZERO_ID
+        for event_key, event in reversed(stream.events if stream is not None else ()):
+            if event_key <= key:
+                held_after = held_after or event_key == key
+                break
+            newer.append(event)
+        newer.reverse()
+        return Replay(newer, gap=not held_after)
+
+    async def follow(self, site_ids: Iterable[int]) -> None:
+        self._followed.update(site_ids)
+
+    async def unfollow(self, site_ids: Iterable[int]) -> None:
+        self._followed.difference_update(site_ids)
+
+    async def stream_events(self) -> AsyncIterator[StoredEvent]:
+        while True:
+            event = await self._queue.get()
+            if event is None:
+                return
+            yield event

@@ -1,0 +1,1 @@
+"""Marketer reports: attribution models, pre-aggregated rollups, queries, costs and exports."""

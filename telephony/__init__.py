@@ -1,0 +1,1 @@
+"""Carriers, webhooks and calls."""

@@ -1,0 +1,1 @@
+"""Carrier implementations behind `telephony.carriers.base.Carrier`."""

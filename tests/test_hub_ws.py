@@ -1,0 +1,376 @@
+"""The console websocket, end to end through aiohttp, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestClient
+from sqlalchemy import select
+from support.app import make_settings
+
+from dashboard.app import create_app
+from dashboard.hub import publish_site_event
+from dashboard.hub.connection import HubOptions
+from dashboard.hub.events import check_message
+from dashboard.hub.http import publish_call_event
+from tracker import appkeys
+from tracker.clock import FrozenClock
+from tracker.db import Database
+from tracker.models import AuditEntry, Call, Site
+from tracker.sites import SiteSpec, create_site, get_or_create_account
+from tracker.users import create_user
+
+ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+PASSWORD = "correct horse battery"
+CHROME = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0.0.0 Safari/537.36"
+)
+
+
+async def new_site(database: Database, account: str) -> Site:
+    async with database.begin() as db:
+        owner = await get_or_create_account(db, account, FrozenClock())
+        return await create_site(
+            db,
+            owner,
+            SiteSpec(
+                name="Vélos Martin", domain="velos-martin.fr", phone="+33123456789", country="FR"
+            ),
+        )
+
+
+async def new_user(database: Database, account: str, role: str = "advisor") -> str:
+    email = f"{role}-{secrets.token_hex(4)}@velos-martin.fr"
+    async with database.begin() as db:
+        owner = await get_or_create_account(db, account, FrozenClock())
+        await create_user(db, owner, email, PASSWORD, role, FrozenClock())
+    return email
+
+
+class Shop:
+    """An account with a site, an advisor signed in, and another tenant's site next door."""
+
+    def __init__(
+        self, client: TestClient[Any, Any], app: web.Application, site: Site, foreign: Site
+    ) -> None:
+        self.client = client
+        self.app = app
+        self.site = site
+        self.foreign = foreign
+
+    async def connect(self, **kwargs: Any) -> aiohttp.ClientWebSocketResponse:
+        ws: aiohttp.ClientWebSocketResponse = await self.client.ws_connect("/console/ws", **kwargs)
+        return ws
+
+    async def collect(self, site: Site | None = None, **fields: Any) -> dict[str, Any]:
+        body = {"k": (site or self.site).site_key, "p": secrets.token_hex(8), **fields}
+        body.setdefault("t", "pageview")
+        if body["t"] == "pageview":
+            body.setdefault("u", "https://velos-martin.fr/velos/route?utm_source=google")
+            body.setdefault("ti", "Vélos de route")
+        response = await self.client.post(
+            "/collect",
+            data=json.dumps(body),
+            headers={"User-Agent": CHROME, "X-Forwarded-For": "203.0.113.9"},
+        )
+        assert response.status == 200, await response.text()
+        result: dict[str, Any] = await response.json()
+        return result
+
+
+@pytest.fixture
+def options() -> HubOptions:
+    return HubOptions()
+
+
+@pytest.fixture
+def hub_kind() -> str:
+    """The hub backend: in-process unless a test asks for Redis too."""
+    return "memory"
+
+
+@pytest.fixture
+async def shop(
+    request: pytest.FixtureRequest,
+    aiohttp_client: ClientFactory,
+    database_url: str,
+    database: Database,
+    options: HubOptions,
+    hub_kind: str,
+) -> Shop:
+    account = f"acct-{secrets.token_hex(4)}"
+    site = await new_site(database, account)
+    foreign = await new_site(database, f"other-{secrets.token_hex(4)}")
+    overrides: dict[str, Any] = {}
+    if hub_kind == "redis":
+        overrides["redis_url"] = request.getfixturevalue("redis_url")
+        overrides["redis_prefix"] = request.getfixturevalue("redis_prefix")
+    app = create_app(make_settings(database_url, **overrides))
+    app[appkeys.HUB].options = options
+    client = await aiohttp_client(app)
+    email = await new_user(database, account)
+    signed = await client.post(
+        "/login", data={"email": email, "password": PASSWORD}, allow_redirects=False
+    )
+    assert signed.status == 302
+    return Shop(client, app, site, foreign)
+
+
+async def receive(ws: aiohttp.ClientWebSocketResponse, within: float = 5) -> dict[str, Any]:
+    """Return the next message other than a ping, checked against the typed models."""
+    while True:
+        message = await ws.receive(timeout=within)
+        assert message.type is WSMsgType.TEXT, message
+        data: dict[str, Any] = json.loads(message.data)
+        check_message(data)
+        if data["type"] != "ping":
+            return data
+
+
+async def command(
+    ws: aiohttp.ClientWebSocketResponse, message_id: int, type_: str, **payload: Any
+) -> dict[str, Any]:
+    await ws.send_json({"id": message_id, "type": type_, **payload})
+    reply = await receive(ws)
+    assert reply["type"] == "result" and reply["id"] == message_id, reply
+    return reply
+
+
+async def closed_with(ws: aiohttp.ClientWebSocketResponse, within: float = 5) -> int | None:
+    async with asyncio.timeout(within):
+        while True:
+            message = await ws.receive()
+            if message.type is WSMsgType.CLOSE:
+                return int(message.data)  # the code the server sent
+            if message.type in (WSMsgType.CLOSED, WSMsgType.CLOSING):
+                return ws.close_code
+
+
+# -- connecting ----------------------------------------------------------------------------------
+
+
+async def test_the_socket_needs_a_signed_in_advisor_from_our_own_origin(
+    aiohttp_client: ClientFactory, database_url: str, database: Database, shop: Shop
+) -> None:
+    stranger = await aiohttp_client(create_app(make_settings(database_url)))
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await stranger.ws_connect("/console/ws")
+    assert refused.value.status == 401
+
+    marketer = await new_user(database, f"acct-{secrets.token_hex(4)}", "marketer")
+    await stranger.post("/login", data={"email": marketer, "password": PASSWORD})
+    with pytest.raises(aiohttp.WSServerHandshakeError) as forbidden:
+        await stranger.ws_connect("/console/ws")
+    assert forbidden.value.status == 403
+
+    with pytest.raises(aiohttp.WSServerHandshakeError) as cross_site:
+        await shop.connect(headers={"Origin": "https://evil.example"})
+    assert cross_site.value.status == 403
+    ws = await shop.connect(headers={"Origin": "http://calltrack.test"})
+    assert (await command(ws, 1, "snapshot"))["success"] is True
+    await ws.close()
+
+
+async def test_envelope_errors_have_codes(shop: Shop) -> None:
+    ws = await shop.connect()
+    await ws.send_str("not json")
+    assert (await receive(ws))["error"]["code"] == "invalid_message"
+    await ws.send_json({"type": "snapshot"})
+    assert (await receive(ws))["error"]["code"] == "invalid_message"
+    reply = await command(ws, 1, "teleport")
+    assert reply["success"] is False and reply["error"]["code"] == "unknown_command"
+    reply = await command(ws, 2, "subscribe", sites="all of them")
+    assert reply["error"]["code"] == "invalid_payload"
+    reply = await command(ws, 3, "subscribe", sites=None, last_event_ids={"x": "yesterday"})
+    assert reply["error"]["code"] == "invalid_payload"
+    reply = await command(ws, 3, "snapshot")
+    assert reply["error"]["code"] == "id_reuse"
+    reply = await command(ws, 4, "visitor", session_id=42)
+    assert reply["error"]["code"] == "invalid_payload"
+    await ws.close()
+
+
+# -- subscribing and events ----------------------------------------------------------------------
+
+
+async def test_an_advisor_follows_only_their_own_sites(shop: Shop) -> None:
+    ws = await shop.connect()
+    refused = await command(ws, 1, "subscribe", sites=[shop.foreign.site_key])
+    assert refused["success"] is False and refused["error"]["code"] == "unknown_site"
+    everything = await command(ws, 2, "subscribe", sites=None)
+    assert everything["result"]["sites"] == [
+        {"site_key": shop.site.site_key, "name": shop.site.name}
+    ]
+    assert everything["result"]["replayed"] == 0 and everything["result"]["gap"] is False
+
+    await shop.collect(shop.foreign)
+    await shop.collect()
+    event = (await receive(ws))["event"]
+    assert event["site"] == shop.site.site_key  # the foreign pageview never arrived
+    with pytest.raises(asyncio.TimeoutError):
+        await receive(ws, within=0.3)
+    await ws.close()
+
+
+@pytest.mark.parametrize("hub_kind", ["memory", "redis"])
+async def test_a_pageview_reaches_the_console_with_the_visit_summary(shop: Shop) -> None:
+    ws = await shop.connect()
+    await command(ws, 1, "subscribe", sites=[shop.site.site_key])
+    visit = await shop.collect(
+        u="https://velos-martin.fr/?utm_source=google&utm_medium=cpc&utm_campaign=ete",
+        r="https://www.google.com/",
+        ti="Accueil <script>",
+    )
+    event = (await receive(ws))["event"]
+    assert event["kind"] == "visitor.pageview"
+    session = event["data"]["session"]
+    assert session["id"] == visit["s"] and session["pageviews"] == 1
+    assert session["channel"] == "Paid Search" and session["campaign"] == "ete"
+    assert session["browser"] == "Chrome" and session["cart_total"] is None
+    assert event["data"]["page"]["title"] == "Accueil <script>"  # data, shown with textContent
+
+    await shop.collect(
+        t="cart",
+        s=visit["s"],
+        cart={"items": [{"name": "Vélo", "sku": "V1", "qty": 2, "price": 649}], "currency": "EUR"},
+    )
+    cart = (await receive(ws))["event"]
+    assert cart["kind"] == "visitor.cart" and cart["data"]["session_id"] == visit["s"]
+    assert cart["data"]["cart"]["total"] == 1298.0 and cart["data"]["cart"]["item_count"] == 2
+    await ws.close()
+
+
+@pytest.mark.parametrize("hub_kind", ["memory", "redis"])
+async def test_a_console_that_reconnects_gets_what_it_missed(shop: Shop) -> None:
+    ws = await shop.connect()
+    await command(ws, 1, "subscribe", sites=None)
+    await shop.collect()
+    last = (await receive(ws))["event"]["id"]
+    await ws.close()  # the laptop sleeps
+
+    missed = [await shop.collect(ti=f"Page {n}") for n in range(3)]
+    ws = await shop.connect()
+    reply = await command(ws, 1, "subscribe", sites=None, last_event_ids={shop.site.site_key: last})
+    assert reply["result"]["replayed"] == 3 and reply["result"]["gap"] is False
+    replayed = [(await receive(ws))["event"] for _ in missed]
+    assert [e["data"]["page"]["title"] for e in replayed] == ["Page 0", "Page 1", "Page 2"]
+    ids = [e["id"] for e in replayed]
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+    await shop.collect(ti="Live")
+    assert (await receive(ws))["event"]["data"]["page"]["title"] == "Live"
+
+    stale = await command(
+        ws, 2, "subscribe", sites=None, last_event_ids={shop.site.site_key: "1-0"}
+    )
+    assert stale["result"]["gap"] is True and stale["result"]["gap_sites"] == [shop.site.site_key]
+    await ws.close()
+
+
+@pytest.mark.parametrize("options", [HubOptions(queue_size=2)])
+async def test_a_console_that_does_not_read_is_closed_as_a_slow_consumer(shop: Shop) -> None:
+    ws = await shop.connect()
+    await command(ws, 1, "subscribe", sites=None)
+    # The client stops reading: its socket buffers, then the server's transport buffer fill
+    # (a few MiB on loopback), then the queue of 2; the next event closes it with 4008.
+    request = {"id": 1, "message": "x" * 40_000}
+    for _ in range(400):
+        await publish_site_event(shop.app, shop.site.id, "contact.requested", {"request": request})
+    assert await closed_with(ws, within=30) == 4008
+    # The other consoles of the site are unaffected.
+    other = await shop.connect()
+    await command(other, 1, "subscribe", sites=None)
+    await publish_site_event(shop.app, shop.site.id, "call.tagged", {"target_id": 1, "tag": "lead"})
+    assert (await receive(other))["event"]["kind"] == "call.tagged"
+    await other.close()
+
+
+@pytest.mark.parametrize("options", [HubOptions(heartbeat_interval=0.1, idle_timeout=0.5)])
+async def test_heartbeats_and_silent_consoles_are_closed(shop: Shop) -> None:
+    ws = await shop.connect()
+    for n in range(1, 5):
+        message = json.loads((await ws.receive(timeout=2)).data)
+        assert check_message(message)["type"] == "ping"
+        await ws.send_json({"id": n, "type": "pong"})  # answering keeps the socket open
+    assert await closed_with(ws, within=3) == 4009  # then silence
+
+
+async def test_shutdown_closes_consoles_with_going_away(shop: Shop) -> None:
+    ws = await shop.connect()
+    await command(ws, 1, "subscribe", sites=None)
+    await shop.app.shutdown()
+    assert await closed_with(ws) == aiohttp.WSCloseCode.GOING_AWAY
+
+
+# -- snapshot, visitor panel, calls --------------------------------------------------------------
+
+
+async def test_snapshot_and_visitor_panel_show_only_my_visitors_and_are_audited(
+    shop: Shop, database: Database
+) -> None:
+    visit = await shop.collect(ti="Accueil")
+    await shop.collect(s=visit["s"], ti="Panier", u="https://velos-martin.fr/panier")
+    stranger = await shop.collect(shop.foreign)
+    ws = await shop.connect()
+    await command(ws, 1, "subscribe", sites=None)
+    snapshot = (await command(ws, 2, "snapshot", site=None))["result"]
+    assert [v["id"] for v in snapshot["visitors"]] == [visit["s"]]
+    assert snapshot["visitors"][0]["site"] == shop.site.site_key
+    assert snapshot["requests"] == [] and snapshot["calls"] == []
+    foreign = await command(ws, 3, "snapshot", site=shop.foreign.site_key)
+    assert foreign["error"]["code"] == "unknown_site"
+
+    panel = (await command(ws, 4, "visitor", session_id=visit["s"]))["result"]
+    assert [p["title"] for p in panel["pages"]] == ["Accueil", "Panier"]
+    assert panel["session"]["landing_url"].startswith("https://velos-martin.fr/")
+    assert panel["cart"] is None and panel["calls"] == [] and panel["requests"] == []
+    hidden = await command(ws, 5, "visitor", session_id=stranger["s"])
+    assert hidden["error"]["code"] == "unknown_session"
+    async with database.sessions() as db:
+        audited = list(
+            await db.scalars(
+                select(AuditEntry.target).where(AuditEntry.action == "console.visitor_viewed")
+            )
+        )
+    assert f"session:{visit['s']}" in audited and f"session:{stranger['s']}" not in audited
+    await ws.close()
+
+
+async def test_a_ringing_call_pops_the_callers_visit_then_updates(
+    shop: Shop, database: Database
+) -> None:
+    visit = await shop.collect(ti="Vélo électrique")
+    ws = await shop.connect()
+    await command(ws, 1, "subscribe", sites=None)
+    async with database.begin() as db:
+        call = Call(
+            site_id=shop.site.id,
+            provider="simulated",
+            provider_call_id="CA" + secrets.token_hex(16),
+            caller_e164="+33612345678",
+            tracking_e164="+33970000001",
+            started_at=FrozenClock().now(),
+            status="ringing",
+            session_id=visit["s"],
+            channel="Paid Search",
+            method="pool-session",
+            confidence=0.9,
+        )
+        db.add(call)
+    await publish_call_event(shop.app, call)
+    pop = (await receive(ws))["event"]
+    assert pop["kind"] == "call.ringing" and pop["data"]["call"]["id"] == call.id
+    assert pop["data"]["session"]["id"] == visit["s"]
+    assert [p["title"] for p in pop["data"]["pages"]] == ["Vélo électrique"]
+    call.status, call.answered_at = "in-progress", FrozenClock().now()
+    await publish_call_event(shop.app, call)
+    update = (await receive(ws))["event"]
+    assert update["kind"] == "call.updated" and update["data"]["call"]["status"] == "in-progress"
+    await ws.close()

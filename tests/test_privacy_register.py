@@ -1,0 +1,134 @@
+"""Records of processing generated from the site's configuration, in French and English."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import secrets
+from pathlib import Path
+
+import pytest
+from support.app import make_settings
+
+from dashboard.cli import main
+from tracker.clock import FrozenClock
+from tracker.db import Database
+from tracker.models import Site, TrackingNumber
+from tracker.privacy.register import build_register, to_html, to_markdown
+from tracker.privacy.retention import set_retention
+from tracker.sites import SiteSpec, create_site, get_or_create_account
+from tracker.users import create_user
+
+NOW = dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.UTC)
+
+
+async def make_site(
+    database: Database,
+    *,
+    name: str = "Vélos Martin",
+    consent_mode: str = "required",
+    provider: str | None = None,
+    record_calls: bool = False,
+    extra: dict[str, object] | None = None,
+) -> Site:
+    clock = FrozenClock(NOW)
+    async with database.begin() as db:
+        account = await get_or_create_account(db, f"reg-{secrets.token_hex(4)}", clock)
+        site = await create_site(
+            db, account, SiteSpec(name, "velos-martin.fr", "+33 1 23 45 67 89", "FR",
+                                  consent_mode=consent_mode), clock
+        )  # fmt: skip
+        site.record_calls = record_calls
+        set_retention(site, {"recordings": 3})
+        if extra:
+            site.settings = {**site.settings, "register": extra}
+        await create_user(
+            db, account, f"adv-{secrets.token_hex(3)}@x.fr", "x" * 12, "advisor", clock
+        )
+        if provider:
+            db.add(TrackingNumber(site_id=site.id, e164="+33970000001", provider=provider,
+                                  kind="pool", created_at=NOW))  # fmt: skip
+    return site
+
+
+async def render(database: Database, site: Site, lang: str, public_url: str = "https://ct.example.eu") -> tuple[str, str]:  # fmt: skip
+    async with database.sessions() as db:
+        loaded = await db.get(Site, site.id)
+        assert loaded is not None
+        document = await build_register(
+            db, loaded, make_settings("sqlite://", public_url=public_url), lang, NOW
+        )
+    return to_markdown(document), to_html(document)
+
+
+async def test_english_register_reflects_the_configuration(database: Database) -> None:
+    site = await make_site(database, provider="twilio", record_calls=True)
+    markdown, html = await render(database, site, "en")
+    assert markdown.startswith("# Record of processing activities")
+    for title in ("Controller and processor", "Purposes and legal bases", "Data subjects",
+                  "Categories of data", "Retention periods", "Recipients",
+                  "Transfers outside the EU/EEA", "Security measures", "Data subjects' rights"):  # fmt: skip
+        assert title in markdown
+    assert "Consent mode: `required`" in markdown
+    assert "Before consent (or with GPC)" in markdown and "After consent" in markdown
+    assert "| recordings | 3\u00a0months |" in markdown  # the site's own period
+    assert (
+        "| pageviews | 13\u00a0months |" in markdown
+        and "| audit_log | 60\u00a0months |" in markdown
+    )
+    assert "Live assistance" in markdown  # the account has an advisor
+    assert "Call recording (enabled)" in markdown and "Recordings:" in markdown
+    assert "Twilio (telephone carrier)" in markdown and "Twilio Inc. (United States)" in markdown
+    assert "HTTPS for every page" in markdown
+    assert "@page { size: A4" in html and "<h2>5. Retention periods</h2>" in html
+
+
+async def test_french_register_without_carrier_has_no_transfer(database: Database) -> None:
+    site = await make_site(
+        database,
+        consent_mode="not_required",
+        provider="simulated",
+        extra={"controller": "Vélos Martin SARL, 3 rue X, Lyon", "hosting": "OVHcloud, Roubaix (FR)",
+               "dpo": "dpo@velos-martin.fr"},
+    )  # fmt: skip
+    markdown, html = await render(database, site, "fr", public_url="http://127.0.0.1:8080")
+    assert markdown.startswith("# Registre des activités de traitement")
+    assert "Vélos Martin SARL, 3 rue X, Lyon" in markdown and "dpo@velos-martin.fr" in markdown
+    assert "intérêt légitime" in markdown and "| recordings | 3\u00a0mois |" in markdown
+    assert (
+        "Aucun : les données restent dans la région d'hébergement (OVHcloud, Roubaix (FR))."
+        in markdown
+    )
+    assert "Aucun opérateur : numéros simulés" in markdown and "Twilio" not in markdown
+    assert "ATTENTION : l'URL publique est en HTTP simple" in markdown
+    assert "Enregistrement des appels" not in markdown
+    assert '<html lang="fr">' in html
+
+
+async def test_what_the_merchant_typed_is_escaped_in_html(database: Database) -> None:
+    site = await make_site(database, name="<script>alert(1)</script>")
+    _, html = await render(database, site, "en")
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "(to be completed by the controller)" in html
+
+
+@pytest.mark.parametrize("fmt", ["md", "html"])
+def test_cli_register(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    async def seed() -> Site:
+        database = Database(database_url)
+        try:
+            return await make_site(database)
+        finally:
+            await database.close()
+
+    site = asyncio.run(seed())
+    monkeypatch.setenv("CALLTRACK_DATABASE_URL", database_url)
+    output = tmp_path / f"register.{fmt}"
+    code = main(["privacy", "register", "--site", site.site_key, "--lang", "fr", "--format", fmt,
+                 "--output", str(output)])  # fmt: skip
+    assert code == 0
+    text = output.read_text(encoding="utf-8")
+    assert "Registre des activités de traitement" in text
+    assert ("<!doctype html>" in text) == (fmt == "html")

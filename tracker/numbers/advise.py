@@ -1,0 +1,189 @@
+"""Pool sizing: how busy a site's pools were, and how many numbers a target accuracy needs.
+
+Demand is the site's own traffic: every visit with consent wants a number from its first
+activity until `lease_hold_minutes` after its last one, so the peak of those overlapping
+intervals is the pool that never runs out. The needed size replays the real visits of the
+period through the real pool (`simulator.simulate_policy`) and draws calls from the simulator's
+call model, since calls and their timing are not known before the telephony issue records them.
+
+The accuracy asked for counts the calls made within the hold: a call three hours later is lost
+to the hold time, not to the pool size, and no number of numbers changes that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tracker.models import BusinessNumber, Lease, Site, TrackedSession, TrackingNumber
+from tracker.numbers.simulator import (
+    SimSession,
+    TrafficModel,
+    rule_of_thumb,
+    sessions_from_intervals,
+    simulate_policy,
+)
+
+# Real visits only say when they started and were last seen: sample activity every 5 minutes
+# between the two, which orders overflow victims finely enough for a 30-minute hold.
+ACTIVITY_SECONDS = 300
+
+
+def _peak_at(intervals: Sequence[tuple[int, int]]) -> tuple[int, int]:
+    """Return (peak overlap, instant of the peak) of half-open [start, end) intervals."""
+    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    peak = current = 0
+    instant = 0
+    for at, step in edges:
+        current += step
+        if current > peak:
+            peak, instant = current, at
+    return peak, instant
+
+
+async def _accuracy(
+    sessions: Sequence[SimSession], size: int, hold_minutes: int, site: Site
+) -> float:
+    result = await simulate_policy(
+        sessions,
+        size,
+        hold_minutes=hold_minutes,
+        exhaustion="overflow" if site.pool_exhaustion == "overflow" else "business",
+        activity_seconds=ACTIVITY_SECONDS,
+    )
+    return result.in_hold.share("correct")
+
+
+async def advise(
+    db: AsyncSession,
+    site: Site,
+    now: dt.datetime,
+    *,
+    days: int = 30,
+    target: float = 0.99,
+    model: TrafficModel | None = None,
+) -> dict[str, Any]:
+    """Report utilisation of each pool over `days` and the pool size `target` needs."""
+    since = now - dt.timedelta(days=days)
+    hold = site.lease_hold_minutes
+    rows = (
+        await db.execute(
+            select(TrackedSession.started_at, TrackedSession.last_seen_at).where(
+                TrackedSession.site_id == site.id,
+                TrackedSession.consent.is_(True),
+                TrackedSession.started_at >= since,
+            )
+        )
+    ).all()
+    visits = [
+        (int((s - since).total_seconds()), int((max(e, s) - since).total_seconds()))
+        for s, e in rows
+    ]
+    peak, peak_offset = _peak_at([(s, e + hold * 60 + 1) for s, e in visits])
+    visible, _ = _peak_at([(s, e + 1) for s, e in visits])
+    daily = len(visits) / days
+
+    pools: list[dict[str, Any]] = []
+    sizes: list[int] = []
+    for business in await db.scalars(
+        select(BusinessNumber)
+        .where(BusinessNumber.site_id == site.id)
+        .order_by(BusinessNumber.is_primary.desc(), BusinessNumber.id)
+    ):
+        size = await db.scalar(
+            select(func.count()).where(
+                TrackingNumber.site_id == site.id,
+                TrackingNumber.business_number_id == business.id,
+                TrackingNumber.kind == "pool",
+                TrackingNumber.state == "active",
+            )
+        )
+        leases = (
+            await db.execute(
+                select(Lease.started_at, Lease.hold_until, Lease.ended_at, Lease.overflow)
+                .join(TrackingNumber, TrackingNumber.id == Lease.tracking_number_id)
+                .where(
+                    TrackingNumber.business_number_id == business.id,
+                    Lease.site_id == site.id,
+                    Lease.started_at >= since,
+                )
+            )
+        ).all()
+        held = [
+            (
+                int((start - since).total_seconds()),
+                int((min(until, ended or until) - since).total_seconds()) + 1,
+            )
+            for start, until, ended, _ in leases
+        ]
+        peak_held, _ = _peak_at(held)
+        if size:
+            sizes.append(int(size))
+        pools.append(
+            {
+                "business_number": {"e164": business.e164, "label": business.label},
+                "pool_size": int(size or 0),
+                "peak_concurrent_sessions": peak,
+                "utilisation": round(peak / size, 3) if size else None,
+                "peak_numbers_held": peak_held,
+                "leases": len(leases),
+                "overflow_leases": sum(1 for *_, overflow in leases if overflow),
+            }
+        )
+
+    # Every visit calls once in the replay: calls do not change what the pool does, so this
+    # measures the accuracy for a random caller with far less noise than a 5% sample would.
+    base = model or TrafficModel()
+    replay = dataclasses.replace(base, call_share=1.0)
+    sessions = sessions_from_intervals(visits, replay)
+    recommended: int | None = None
+    best: tuple[int, float] | None = None
+    if sessions:
+        low, high = 1, max(2, 2 * peak)
+        top = await _accuracy(sessions, high, hold, site)
+        best = (high, top)
+        if top >= target:
+            # Accuracy grows with the pool size: the smallest size reaching the target.
+            while low < high:
+                middle = (low + high) // 2
+                if await _accuracy(sessions, middle, hold, site) >= target:
+                    high = middle
+                else:
+                    low = middle + 1
+            recommended = high
+    accuracy_now = (
+        {str(n): round(await _accuracy(sessions, n, hold, site), 4) for n in sorted(set(sizes))}
+        if sessions
+        else {}
+    )
+    return {
+        "site_key": site.site_key,
+        "days": days,
+        "since": since.isoformat(),
+        "hold_minutes": hold,
+        "exhaustion": site.pool_exhaustion,
+        "sessions_with_consent": len(visits),
+        "daily_sessions_with_consent": round(daily, 1),
+        "peak_concurrent_sessions": peak,
+        "peak_at": (since + dt.timedelta(seconds=peak_offset)).isoformat() if visits else None,
+        "peak_visible_sessions": visible,
+        "pools": pools,
+        "target": target,
+        "recommended_pool_size": recommended,
+        "accuracy_at_recommended": (
+            round(await _accuracy(sessions, recommended, hold, site), 4) if recommended else None
+        ),
+        "accuracy_at_current_sizes": accuracy_now,
+        "best_checked": {"size": best[0], "accuracy": round(best[1], 4)} if best else None,
+        "rule_of_thumb": {
+            "source": "CallTrackingMetrics: one number per 20 daily visitors",
+            "pool_size": rule_of_thumb(daily) if visits else 0,
+        },
+        "accuracy_counts": "calls within the hold time, lease_at attribution, simulated calls",
+        "call_model": replay.as_json(),
+    }

@@ -1,0 +1,146 @@
+"""Source-number rules and the precedence between them.
+
+A source number is static: every visitor whose visit matches its rule sees it, consent or not,
+since nothing about the visitor is stored to pick it. Precedence, most specific first:
+
+1. landing-page parameter (`promo=tv`): the merchant printed that URL on one specific medium;
+2. referrer domain (`lesbonsplans.fr`, subdomains included);
+3. utm_source, then GA4 channel (`Paid Social`): one level, utm_source first because it names
+   a single source inside a channel;
+4. the session's pool number (only with consent);
+5. the business number itself.
+
+Within one level the oldest number wins, so adding a number never changes what visitors of an
+existing rule see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final, Literal, TypeVar, get_args
+from urllib.parse import parse_qsl, urlsplit
+
+from tracker.errors import ApiError
+from tracker.models import TrackedSession
+from tracker.referrers import host_of, strip_www
+from tracker.sites import normalise_domain
+
+RuleType = Literal["landing_param", "referrer_domain", "utm_source", "channel"]
+RULE_TYPES: Final[tuple[RuleType, ...]] = get_args(RuleType)
+# Lower wins; see the module docstring.
+PRECEDENCE: Final[Mapping[RuleType, int]] = {
+    "landing_param": 0,
+    "referrer_domain": 1,
+    "utm_source": 2,
+    "channel": 3,
+}
+MAX_RULE_VALUE = 300
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class VisitFacts:
+    """What the rules look at, read once per session."""
+
+    landing_params: Mapping[str, tuple[str, ...]]
+    referrer_host: str
+    channel: str
+    utm_source: str | None
+
+    @classmethod
+    def of(cls, session: TrackedSession) -> VisitFacts:
+        """Read the facts of a session (parameter names and values compared lower-case)."""
+        params: dict[str, list[str]] = {}
+        try:
+            query = urlsplit(session.landing_url or "").query
+        except ValueError:
+            query = ""
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            params.setdefault(key.strip().lower(), []).append(value.strip().lower())
+        utm = params.get("utm_source")
+        return cls(
+            landing_params={k: tuple(v) for k, v in params.items()},
+            referrer_host=strip_www(host_of(session.referrer)),
+            channel=(session.channel or "").lower(),
+            utm_source=utm[0] if utm and utm[0] else None,
+        )
+
+
+@dataclass(frozen=True)
+class SourceRule:
+    type: RuleType
+    value: str
+
+    @property
+    def precedence(self) -> int:
+        return PRECEDENCE[self.type]
+
+    def matches(self, facts: VisitFacts) -> bool:
+        """Tell whether a visit matches this rule."""
+        if self.type == "landing_param":
+            key, has_value, wanted = self.value.partition("=")
+            values = facts.landing_params.get(key.lower())
+            if values is None:
+                return False
+            return not has_value or wanted.lower() in values
+        if self.type == "referrer_domain":
+            host = facts.referrer_host
+            return bool(host) and (host == self.value or host.endswith("." + self.value))
+        if self.type == "utm_source":
+            return facts.utm_source == self.value.lower()
+        return facts.channel == self.value.lower()
+
+    def as_json(self) -> dict[str, str]:
+        return {"type": self.type, "value": self.value}
+
+
+def _channels() -> tuple[str, ...]:
+    from tracker.channels import CHANNELS
+
+    return tuple(CHANNELS)
+
+
+def parse_rule(rule_type: str, raw: str) -> SourceRule:
+    """Validate and normalise a rule; raise ApiError with a precise code."""
+    if rule_type not in RULE_TYPES:
+        raise ApiError("invalid_rule", f"a rule type is one of {', '.join(RULE_TYPES)}")
+    value = (raw or "").strip()
+    if not value or len(value) > MAX_RULE_VALUE:
+        raise ApiError("invalid_rule", f"a {rule_type} rule needs a value of 1 to 300 characters")
+    if rule_type == "landing_param":
+        key, _, wanted = value.partition("=")
+        if not key.strip() or any(c in key for c in "&?#"):
+            raise ApiError(
+                "invalid_rule", "a landing parameter rule is name=value (or a bare name)"
+            )
+        value = key.strip() + ("=" + wanted.strip() if "=" in value else "")
+    elif rule_type == "referrer_domain":
+        try:
+            value = normalise_domain(value)
+        except ApiError as exc:
+            raise ApiError("invalid_rule", f"{raw!r} is not a domain name") from exc
+    elif rule_type == "channel":
+        names = {name.lower(): name for name in _channels()}
+        canonical = names.get(value.lower())
+        if canonical is None:
+            raise ApiError(
+                "invalid_channel",
+                f"{raw!r} is not a GA4 default channel group; one of: {', '.join(_channels())}",
+            )
+        value = canonical
+    return SourceRule(rule_type, value)
+
+
+def best_match(candidates: Iterable[tuple[SourceRule, int, T]], facts: VisitFacts) -> T | None:
+    """Pick the item of the highest-precedence matching rule; ties go to the lowest id."""
+    best: tuple[int, int] | None = None
+    chosen: T | None = None
+    for rule, ident, item in candidates:
+        if not rule.matches(facts):
+            continue
+        rank = (rule.precedence, ident)
+        if best is None or rank < best:
+            best, chosen = rank, item
+    return chosen
