@@ -68,6 +68,11 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
+async def favicon(request: web.Request) -> web.Response:
+    # Browsers ask for it on every page; answering 204 keeps their consoles free of 404s.
+    return web.Response(status=204, headers={"Cache-Control": "public, max-age=86400"})
+
+
 async def metrics(request: web.Request) -> web.Response:
     body = generate_latest(REGISTRY)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -90,6 +95,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(_numbers_ctx)
     app.router.add_get("/healthz", health)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/favicon.ico", favicon)
     tracker_http.setup(app)
     widget_http.setup(app)
     contact_http.setup(app)

@@ -125,7 +125,7 @@ async def require(request: web.Request, *roles: str) -> Auth:
 
 def check_csrf(request: web.Request, auth: Auth, submitted: str | None) -> None:
     """Refuse a state-changing request without this session's CSRF token (form or header)."""
-    token = submitted or request.headers.get("X-CSRF-Token", "")
+    token: str = submitted or request.headers.get("X-CSRF-Token") or ""
     if not hmac.compare_digest(token.encode(), auth.csrf.encode()):
         raise web.HTTPForbidden(
             text='{"error": {"code": "csrf_failed", "message": "The form expired; reload the page."}}',

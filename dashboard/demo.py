@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import appkeys
 from tracker.clock import Clock
-from tracker.models import Cart, Pageview, Site, TrackedSession
+from tracker.models import Call, Cart, Pageview, Site, TrackedSession
 from tracker.phones import phone_forms
 from tracker.sites import SiteSpec, create_site, get_or_create_account, snippet_for
 
@@ -146,6 +146,14 @@ async def activity(request: web.Request) -> web.Response:
         carts = {
             c.session_id: c for c in await db.scalars(select(Cart).where(Cart.session_id.in_(ids)))
         }
+        calls = list(
+            await db.scalars(
+                select(Call)
+                .where(Call.site_id == site.id)
+                .order_by(Call.started_at.desc())
+                .limit(10)
+            )
+        )
     rows = []
     for s in sessions:
         path = " → ".join(_cell(p.title or p.url) for p in pages.get(s.id, []))
@@ -164,13 +172,29 @@ async def activity(request: web.Request) -> web.Response:
         + ("".join(rows) or "<tr><td colspan=8 class=muted>No visit yet.</td></tr>")
         + "</table>"
     )
+    call_rows = "".join(
+        f"<tr><td>{_cell(c.started_at.strftime('%H:%M:%S'))}</td><td>{_cell(c.caller_e164)}</td>"
+        f"<td>{_cell(c.tracking_e164)}</td><td>{_cell(c.status)}</td><td>{_cell(c.channel)}</td>"
+        f"<td>{_cell(c.method)} ({c.confidence:.2f})</td><td><code>{_cell(c.session_id)}</code></td></tr>"
+        for c in calls
+    )
+    calls_table = (
+        "<table><tr><th>Time</th><th>Caller</th><th>Tracking number</th><th>Status</th>"
+        "<th>Channel</th><th>Attribution</th><th>Session</th></tr>"
+        + (
+            call_rows
+            or "<tr><td colspan=7 class=muted>No call yet: "
+            "<code>calltrack simulate call --to NUMBER --from +33612345678</code></td></tr>"
+        )
+        + "</table>"
+    )
     body = (
         '<header><strong>Calltrack demo</strong><nav><a href="/demo/">Open the demo shop</a>'
         '<a href="/demo/?utm_source=google&utm_medium=cpc&utm_campaign=velos-ete">'
         "… as a Google Ads click</a></nav></header>"
         f"<main><h1>Recorded sessions</h1><p class=muted>Site key <code>{_cell(site.site_key)}</code>. "
         "This page refreshes every 3 seconds.</p>"
-        f"<div class=card>{table}</div></main>"
+        f"<div class=card>{table}</div><h2>Calls</h2><div class=card>{calls_table}</div></main>"
     )
     return _page("Calltrack — recorded sessions", body, '<meta http-equiv="refresh" content="3">')
 

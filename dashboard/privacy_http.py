@@ -92,6 +92,10 @@ PRIVACY_TEXTS: dict[str, dict[str, str]] = {
         "en": "Calltrack holds nothing about this person.",
         "fr": "Calltrack ne conserve rien sur cette personne.",
     },
+    "privacy.traces": {
+        "en": "{n} audit entries name this identifier (earlier searches of the privacy tools).",
+        "fr": "{n} entrées d'audit citent cet identifiant (recherches antérieures).",
+    },
     "privacy.person": {"en": "Person", "fr": "Personne"},
     "privacy.found_by": {"en": "Found by", "fr": "Trouvée par"},
     "privacy.phones": {"en": "Phone numbers", "fr": "Numéros"},
@@ -545,8 +549,15 @@ def _person_view(
     ]
     if notice:
         out.append(f'<p class="notice" role="status">{escape(notice)}</p>')
-    if not person.found and not person.audit_entries and not person.exclusions:
-        out.append(f'<p class="card" id="nothing-found">{escape(tr("privacy.nothing"))}</p>')
+    if not person.found and not person.exclusions and not person.restrictions:
+        traces = (
+            f'<br><span class="muted small">{escape(tr("privacy.traces", n=len(person.audit_entries)))}</span>'
+            if person.audit_entries
+            else ""
+        )
+        out.append(
+            f'<p class="card" id="nothing-found">{escape(tr("privacy.nothing"))}{traces}</p>'
+        )
         return "".join(out)
     badges = ""
     if person.restrictions:

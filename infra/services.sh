@@ -8,6 +8,8 @@ need=()
 [ -x /usr/bin/chromium ] || need+=(chromium fonts-dejavu-core)
 command -v pg_ctlcluster >/dev/null || need+=(postgresql)
 command -v redis-server >/dev/null || need+=(redis-server)
+# The Twilio contract tests run Prism (npm @stoplight/prism-cli, pinned in infra/twilio-mock).
+command -v npm >/dev/null || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]} from Debian's packages"
   apt-get update -qq >&2

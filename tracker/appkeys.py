@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from redis.asyncio import Redis
 
     from dashboard.hub.connection import Hub
-
     from telephony.carriers.base import Carrier
     from tracker.collect import NumberAssigner
     from tracker.collector import Collector
