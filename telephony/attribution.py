@@ -18,6 +18,13 @@ Methods and confidence (a number between 0 and 1, stored on the call):
   referrer, a UTM source, a channel). The channel is known from the rule, not the visit, so
   the session is left empty; confidence 0.9, because a static number is also copied, bookmarked
   and passed on outside the channel it was shown for.
+- after the hold (`pool-session`, lower confidence): nobody holds the number at the call
+  instant, but its last lease ended at most `LATE_WINDOW` (7 days) before and nobody was given
+  the number since. Numbers are handed out least-recently-released first precisely so that a
+  visitor who calls back hours later still finds their number unused; the confidence starts at
+  the end-of-hold value and halves every 24 hours after the hold:
+      confidence = 0.6 * 0.5 ** (hours since hold_until / 24)
+  (`calltrack bench dni` measures how often this is right: "last_holder").
 - `unattributed`: with `unattributed_reason` "no lease at call time", "number not in pool"
   (the number is inactive or of an unknown kind) or "unknown number"; confidence 0.
 """
@@ -31,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.channels import classify
 from tracker.models import Lease, Site, TrackedSession, TrackingNumber
-from tracker.numbers.service import leases_at
+from tracker.numbers.service import last_lease_before, leases_at
 
 POOL_SESSION = "pool-session"
 SOURCE_NUMBER = "source-number"
@@ -42,6 +49,9 @@ SOURCE_NUMBER_CONFIDENCE = 0.9
 OVERFLOW_CONFIDENCE = 0.5
 # The lowest confidence a live, non-overflow lease gets (at the very end of its hold window).
 STALE_CONFIDENCE = 0.6
+# A call this long after the hold is no longer credited to the number's last holder: by then
+# the number was likely written down or passed on (a week covers "I'll call back Monday").
+LATE_WINDOW = dt.timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -116,8 +126,12 @@ async def attribute_call(
     if number.kind != "pool":
         return unattributed("number not in pool")
     holders = await leases_at(db, number.id, at)
+    late = False
     if not holders:
-        return unattributed("no lease at call time")
+        previous = await last_lease_before(db, number.id, at)
+        if previous is None or at - previous.hold_until > LATE_WINDOW:
+            return unattributed("no lease at call time")
+        holders, late = [previous], True
     lease = holders[0]
     session = await db.get(TrackedSession, lease.session_id)
     if session is None:
@@ -125,6 +139,9 @@ async def attribute_call(
     last_seen = max(lease.last_seen_at, session.last_seen_at)
     idle = max(dt.timedelta(0), at - last_seen)
     confidence = freshness(idle, dt.timedelta(minutes=site.lease_hold_minutes))
+    if late:
+        hours_after = max(0.0, (at - lease.hold_until).total_seconds() / 3600)
+        confidence = round(STALE_CONFIDENCE * 0.5 ** (hours_after / 24), 3)
     method = POOL_SESSION
     if lease.overflow:
         method = OVERFLOW

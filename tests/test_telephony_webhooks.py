@@ -404,7 +404,7 @@ async def test_a_pool_number_without_lease_is_forwarded_unattributed(world: Worl
     assert call.session_id is None and call.channel is None
 
 
-async def test_confidence_decreases_with_inactivity_and_expired_leases_do_not_count(
+async def test_confidence_decreases_with_inactivity_then_late_callers_fade_out(
     world: World,
 ) -> None:
     # Last activity 17.5 minutes before the call, hold 30 minutes: halfway from 5 to 30.
@@ -414,10 +414,19 @@ async def test_confidence_decreases_with_inactivity_and_expired_leases_do_not_co
     call = await world.call(sid)
     assert call is not None and call.method == "pool-session"
     assert call.confidence == pytest.approx(0.8)
-    world.clock.advance(minutes=13)  # past hold_until
+    # A day after the hold, nobody was given the number since: its last holder still gets the
+    # call, with the end-of-hold confidence halved.
+    world.clock.advance(minutes=13, hours=24)
     late = call_sid()
     await world.voice(world.pool.e164, late)
-    expired = await world.call(late)
+    called_back = await world.call(late)
+    assert called_back is not None and called_back.method == "pool-session"
+    assert called_back.session_id == world.session.id
+    assert called_back.confidence == pytest.approx(0.3, abs=0.01)
+    world.clock.advance(days=7)  # beyond the week a late caller is credited for
+    too_late = call_sid()
+    await world.voice(world.pool.e164, too_late)
+    expired = await world.call(too_late)
     assert expired is not None and expired.unattributed_reason == "no lease at call time"
 
 

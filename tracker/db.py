@@ -44,8 +44,11 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
             cursor.close()
 
         return engine
+    # No pre-ping: it costs a round trip on every checkout, on the collect and webhook hot
+    # paths. Connections are recycled before typical server/proxy idle timeouts instead, and a
+    # connection that died anyway invalidates the pool on its first error.
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True
+        url, pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800
     )
 
 

@@ -124,13 +124,13 @@ def _share(value: float) -> str:
 
 
 def _row(report: SizeReport) -> tuple[str, str]:
-    ours, oracle = report.policy.lease_at, report.oracle.all
-    last = report.policy.last_holder
+    ours, oracle = report.policy.last_holder, report.oracle.all
+    strict = report.policy.lease_at
     return (
         f"{report.size:>4} numbers ({report.label})",
         f"{_share(ours.share('correct'))} / {_share(ours.share('wrong'))} / "
-        f"{_share(ours.share('unattributed'))}   last holder "
-        f"{_share(last.share('correct'))}   oracle {_share(oracle.share('correct'))} / "
+        f"{_share(ours.share('unattributed'))}   lease-at-call only "
+        f"{_share(strict.share('correct'))}   oracle {_share(oracle.share('correct'))} / "
         f"{_share(oracle.share('wrong'))} / {_share(oracle.share('unattributed'))}   "
         f"within hold {_share(report.policy.in_hold.share('correct'))}",
     )
@@ -176,6 +176,7 @@ async def run(args: argparse.Namespace, settings: Any) -> int:
             "source": "CallTrackingMetrics: one number per 20 daily visitors",
             "size": thumb,
             "size_vs_peak": round(thumb / peak, 2) if peak else None,
+            "last_holder": by_thumb.policy.last_holder.as_json(),
             "lease_at": by_thumb.policy.lease_at.as_json(),
         },
         "targets": {
@@ -184,7 +185,8 @@ async def run(args: argparse.Namespace, settings: Any) -> int:
                 "lease_at": at_peak.policy.lease_at.share("correct"),
                 "last_holder": at_peak.policy.last_holder.share("correct"),
                 "within_hold": at_peak.policy.in_hold.share("correct"),
-                "met": at_peak.policy.lease_at.share("correct") >= TARGET_AT_PEAK,
+                # Judged as telephony attributes: the lease at the call, else the last holder.
+                "met": at_peak.policy.last_holder.share("correct") >= TARGET_AT_PEAK,
             },
             "gap_to_oracle": {
                 "target_points": TARGET_GAP_POINTS,
@@ -203,7 +205,7 @@ async def run(args: argparse.Namespace, settings: Any) -> int:
     rows: list[tuple[str, Any]] = [
         ("visits / calls", f"{len(sessions)} / {data['calls']} over {model.days} days"),
         ("peak concurrent sessions", f"{peak} (visible at once: {visible})"),
-        ("pool size", "correct / wrong / unattributed % (lease_at)"),
+        ("pool size", "correct / wrong / unattributed % (lease at call, else last holder)"),
         *(_row(r) for r in reports),
         ("rule of thumb (CTM, 1 per 20/day)", f"{thumb} numbers = {thumb / peak:.2f}x peak"),
         (

@@ -401,8 +401,12 @@ class SizeReport:
     oracle: OracleResult
 
     def gap_points(self) -> float:
-        """Return how far the pool's correct share is below the oracle's, in points."""
-        return 100 * (self.oracle.all.share("correct") - self.policy.lease_at.share("correct"))
+        """Return how far the pool's correct share is below the oracle's, in points.
+
+        The pool is judged by `last_holder`, which is how telephony attributes a call: the
+        lease at the call instant, else the number's last holder (telephony/attribution.py).
+        """
+        return 100 * (self.oracle.all.share("correct") - self.policy.last_holder.share("correct"))
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -414,8 +418,8 @@ class SizeReport:
             "oracle": self.oracle.all.as_json(),
             "oracle_in_hold": self.oracle.in_hold.as_json(),
             "gap_points": round(self.gap_points(), 2),
-            "gap_points_last_holder": round(
-                100 * (self.oracle.all.share("correct") - self.policy.last_holder.share("correct")),
+            "gap_points_lease_at_only": round(
+                100 * (self.oracle.all.share("correct") - self.policy.lease_at.share("correct")),
                 2,
             ),
             "overflow_leases": self.policy.overflows,
