@@ -512,6 +512,9 @@ async def report(request: web.Request) -> web.Response:
         )
     scope = await _scope(request)
     compare = _compare(request)
+    await rollup.refresh_for_read(
+        request.app[appkeys.DATABASE], request.app[appkeys.CLOCK], scope.site_ids
+    )
     async with request.app[appkeys.DATABASE].sessions() as db:
         rows, total = await queries.breakdown(db, scope, dimension, compare=compare)
     return web.json_response(
@@ -529,6 +532,9 @@ async def report(request: web.Request) -> web.Response:
 
 async def timeseries(request: web.Request) -> web.Response:
     scope = await _scope(request)
+    await rollup.refresh_for_read(
+        request.app[appkeys.DATABASE], request.app[appkeys.CLOCK], scope.site_ids
+    )
     async with request.app[appkeys.DATABASE].sessions() as db:
         current = await queries.daily(db, scope)
         previous = await queries.daily(db, scope.previous())

@@ -529,6 +529,9 @@ async def overview(request: web.Request) -> web.Response:
     if dimension not in DIMENSION_KEYS:
         dimension = "channel"
     scope = ctx.scope
+    await rollup.refresh_for_read(
+        request.app[appkeys.DATABASE], request.app[appkeys.CLOCK], scope.site_ids
+    )
     async with request.app[appkeys.DATABASE].sessions() as db:
         current, previous = await queries.totals(db, scope, compare=ctx.compare)
         rows, total = await queries.breakdown(db, scope, dimension, compare=ctx.compare)
@@ -871,6 +874,9 @@ async def export(request: web.Request) -> web.Response:
     ctx = await context(request, *roles)
     scope = ctx.scope
     stamp = f"{scope.period.first.isoformat()}_{scope.period.last.isoformat()}"
+    await rollup.refresh_for_read(
+        request.app[appkeys.DATABASE], request.app[appkeys.CLOCK], scope.site_ids
+    )
     if name == "report":
         dimension = request.query.get("dim", "channel")
         async with request.app[appkeys.DATABASE].sessions() as db:

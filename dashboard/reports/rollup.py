@@ -729,3 +729,18 @@ async def rebuild_all(
         total.call_days += part.call_days
         total.calls += part.calls
     return total
+
+
+async def refresh_for_read(database: Database, clock: Clock, site_ids: Sequence[int]) -> None:
+    """Bring the rollups of the sites about to be read up to date before a report is shown.
+
+    The background refresher keeps them at most `REFRESH_SECONDS` behind; doing one round on
+    read as well means a site read for the first time (or with dirty days, e.g. calls that just
+    ended) shows its data at once. A failure only logs: the report then shows the last rollup.
+    """
+    if not site_ids:
+        return
+    try:
+        await refresh(database, clock, site_ids=site_ids)
+    except Exception:
+        logging.getLogger("calltrack.reports").exception("report refresh on read failed")
