@@ -151,7 +151,9 @@ def _rate_limited(key: str) -> bool:
     return len(window) >= MAX_FAILURES_PER_MINUTE
 
 
-def _login_form(request: web.Request, lang: str, error: str | None, email: str = "") -> web.Response:
+def _login_form(
+    request: web.Request, lang: str, error: str | None, email: str = ""
+) -> web.Response:
     next_url = _safe_next(request.query.get("next"), "")
     action = "/login" + (f"?next={quote(next_url)}" if next_url else "")
     alert = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
@@ -243,7 +245,9 @@ async def logout(request: web.Request) -> web.Response:
             await db.execute(
                 delete(LoginSession).where(LoginSession.token_hash == auth.login.token_hash)
             )
-            await audit(db, action="auth.logout", at=request.app[appkeys.CLOCK].now(), user=auth.user)
+            await audit(
+                db, action="auth.logout", at=request.app[appkeys.CLOCK].now(), user=auth.user
+            )
     response = web.HTTPFound("/login")
     response.del_cookie(COOKIE, path="/")
     raise response

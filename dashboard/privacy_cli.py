@@ -451,7 +451,7 @@ def register(commands: Any) -> None:
                        choices=[*retention.DATA_CLASSES, "exports"],
                        help="only this data class (repeatable)")  # fmt: skip
     purge.add_argument("--batch-size", type=int, default=retention.DEFAULT_BATCH)
-    purge.add_argument("--pause-ratio", type=float, default=1.0,
+    purge.add_argument("--pause-ratio", type=float, default=retention.DEFAULT_PAUSE_RATIO,
                        help="pause after each batch this many times its duration")  # fmt: skip
     purge.add_argument("--no-progress", action="store_true")
     purge.add_argument("--export-dir", default=str(DEFAULT_EXPORT_DIR))

@@ -8,9 +8,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
+from support.app import make_settings
 
 from dashboard.app import create_app
-from support.app import make_settings
 from tracker.clock import FrozenClock
 from tracker.db import Database
 from tracker.models import AuditEntry, LoginSession
@@ -39,7 +39,9 @@ async def test_sign_in_sets_an_httponly_cookie_and_is_audited(
     assert page.status == 200 and 'name="email"' in text and 'name="password"' in text
     assert "script-src 'self' 'nonce-" in page.headers["Content-Security-Policy"]
 
-    wrong = await client.post("/login", data={"email": email, "password": "nope"}, allow_redirects=False)
+    wrong = await client.post(
+        "/login", data={"email": email, "password": "nope"}, allow_redirects=False
+    )
     assert wrong.status == 401 and "Wrong email or password" in await wrong.text()
 
     right = await client.post(
@@ -57,7 +59,9 @@ async def test_sign_in_sets_an_httponly_cookie_and_is_audited(
         assert await db.get(LoginSession, token) is None  # only the hash is stored
 
 
-async def test_cross_site_sign_in_is_refused(aiohttp_client: ClientFactory, database_url: str, database: Database) -> None:
+async def test_cross_site_sign_in_is_refused(
+    aiohttp_client: ClientFactory, database_url: str, database: Database
+) -> None:
     client = await aiohttp_client(create_app(make_settings(database_url)))
     email = await make_user(database)
     response = await client.post(
@@ -69,7 +73,9 @@ async def test_cross_site_sign_in_is_refused(aiohttp_client: ClientFactory, data
     assert response.status == 403
 
 
-async def test_sign_out_needs_the_csrf_token(aiohttp_client: ClientFactory, database_url: str, database: Database) -> None:
+async def test_sign_out_needs_the_csrf_token(
+    aiohttp_client: ClientFactory, database_url: str, database: Database
+) -> None:
     client = await aiohttp_client(create_app(make_settings(database_url)))
     email = await make_user(database)
     await client.post("/login", data={"email": email, "password": PASSWORD}, allow_redirects=False)

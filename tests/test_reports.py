@@ -527,3 +527,26 @@ async def test_dirty_days_are_recomputed_when_a_call_changes(database: Database)
             .where(ReportCallDay.site_id == seed.site_other)
         )
         assert rows  # the other account has its own rollups, never in this account's reports
+
+
+async def test_a_restricted_caller_is_left_out_of_call_lists(database: Database) -> None:
+    from tracker.models import Call, Restriction
+
+    seed = await seed_reports(database)
+    async with database.begin() as db:
+        call = await db.get(Call, seed.calls["c2"])
+        assert call is not None and call.caller_e164
+        db.add(
+            Restriction(
+                account_id=seed.account_id,
+                kind="phone",
+                value=call.caller_e164,
+                created_at=dt.datetime(2026, 1, 20, tzinfo=dt.UTC),
+                created_by="dpo@velos-martin.fr",
+            )
+        )
+    async with database.sessions() as db:
+        scope = await scope_of(database, seed, "linear")
+        lines, _ = await list_calls(db, scope, CallFilter())
+        ids = {line.call.id for line in lines}
+    assert seed.calls["c2"] not in ids and seed.calls["c1"] in ids

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Table, and_, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tracker.channels import classify
@@ -209,6 +210,21 @@ class Collector:
         numbers: NumberAssigner | None = None,
     ) -> CollectResult:
         """Apply one snippet event; return once it is committed."""
+        try:
+            return await self._record(site, event, client, numbers)
+        except IntegrityError:
+            # The cached visit was deleted meanwhile (an erasure or a purge on another worker):
+            # the cache entry is gone now, so the retry reads the database and starts afresh.
+            log.info("collect retried after its visit disappeared")
+            return await self._record(site, event, client, numbers)
+
+    async def _record(
+        self,
+        site: Site,
+        event: CollectEvent,
+        client: ClientInfo,
+        numbers: NumberAssigner | None,
+    ) -> CollectResult:
         now = self._clock.now()
         consent = consent_granted(site, event, client)
         anon_key = anon_visit_key(self._secret, site.id, client, now)

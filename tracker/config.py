@@ -76,7 +76,8 @@ class Settings:
             or ("twilio" if _env("CALLTRACK_TWILIO_ACCOUNT_SID") else "simulated"),
             "log_level": _env("CALLTRACK_LOG_LEVEL", "INFO") or "INFO",
             "redis_prefix": _env("CALLTRACK_REDIS_PREFIX", "calltrack:") or "calltrack:",
-            "block_headless": (_env("CALLTRACK_BLOCK_HEADLESS") or "0").lower() in ("1", "true", "yes"),
+            "block_headless": (_env("CALLTRACK_BLOCK_HEADLESS") or "0").lower()
+            in ("1", "true", "yes"),
             "trusted_proxies": tuple(
                 p.strip() for p in (_env("CALLTRACK_TRUSTED_PROXIES") or "").split(",") if p.strip()
             ),

@@ -95,10 +95,14 @@ async def _measure(
     args: argparse.Namespace, ours_url: str, base_url: str, site_key: str
 ) -> dict[str, Any]:
     factory = visitor_events(site_key)
+
     def headers(index: int) -> dict[str, str]:
         # Each connection is a different visitor: its own address (the server trusts
         # X-Forwarded-For from loopback, as from a local reverse proxy).
-        return {"User-Agent": USER_AGENT, "X-Forwarded-For": f"198.51.{index // 250}.{index % 250 + 1}"}
+        return {
+            "User-Agent": USER_AGENT,
+            "X-Forwarded-For": f"198.51.{index // 250}.{index % 250 + 1}",
+        }
 
     # Warm both servers (connection pools, caches, JIT-free Python warm-up of code paths).
     await run_load(ours_url, factory, seconds=1.5, connections=args.connections, headers=headers)
@@ -143,9 +147,8 @@ async def _measure(
 
 
 async def run(args: argparse.Namespace, settings: Any) -> int:
-    from widget.snippet_size import snippet_size
-
     from tracker.db import migrate_sync
+    from widget.snippet_size import snippet_size
 
     url, name = await bench_postgres_url()
     async_url = url.replace("postgresql://", "postgresql+asyncpg://", 1)

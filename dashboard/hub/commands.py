@@ -40,6 +40,7 @@ from tracker import appkeys
 from tracker.audit import audit
 from tracker.errors import ApiError
 from tracker.models import Call, Cart, Pageview, Site, TrackedSession, User
+from tracker.privacy.restrict import call_visible, session_visible
 
 log = logging.getLogger("calltrack.hub")
 
@@ -224,6 +225,8 @@ async def snapshot(ctx: CommandContext, payload: dict[str, Any]) -> dict[str, An
             .where(
                 TrackedSession.site_id.in_(list(keys)),
                 TrackedSession.last_seen_at >= now - LIVE_WINDOW,
+                # A restricted person's data is kept but not shown (privacy: restriction).
+                session_visible(ctx.account_id),
             )
             .order_by(TrackedSession.last_seen_at.desc())
             .limit(MAX_LIVE_VISITORS)
@@ -239,6 +242,7 @@ async def snapshot(ctx: CommandContext, payload: dict[str, Any]) -> dict[str, An
                 Call.status.in_(ACTIVE_CALL_STATUSES),
                 Call.ended_at.is_(None),
                 Call.started_at >= now - MAX_CALL_AGE,
+                call_visible(ctx.account_id),
             )
             .order_by(Call.started_at.desc())
             .limit(MAX_LIVE_VISITORS)

@@ -47,6 +47,7 @@ from tracker.models import (
     Site,
     TrackedSession,
 )
+from tracker.privacy.restrict import call_visible
 
 # The longest range a report may cover: two years of daily rows is still small.
 MAX_DAYS: Final = 731
@@ -546,6 +547,8 @@ def _conditions(scope: Scope, f: CallFilter) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = [
         or_(*bounds) if bounds else false(),
         Call.direction == "inbound",
+        # A restricted person's calls are kept but left out of lists and exports.
+        call_visible(scope.account_id),
     ]
     if f.metric == "answered":
         conditions.append(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 04:23:54.268219
+Create Date: 2026-11-23 04:49:49.935763
 """
 
 from __future__ import annotations
