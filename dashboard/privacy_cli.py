@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashboard.cli import CliError, emit
+from dashboard.reports import rollup
 from tracker.audit import audit
 from tracker.clock import SystemClock
 from tracker.config import Settings
@@ -238,6 +239,7 @@ async def cmd_restrict(args: argparse.Namespace, settings: Settings) -> int:
             count = await lift_restriction(db, person)
         else:
             count = await restrict_person(db, person, actor=_actor(), now=now)
+        await rollup.mark_calls_dirty(db, person.calls, now)
         await _audit(db, person, "privacy.restrict_lift" if args.lift else "privacy.restrict",
                      now, subject=person.subject(settings.secret_key),
                      records=person.record_refs(), identifiers=count)  # fmt: skip

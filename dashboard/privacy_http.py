@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dashboard.auth import Auth, check_csrf, require
 from dashboard.i18n import TEXTS, pick_language, t
 from dashboard.pages import escape, render_page, top_nav
+from dashboard.reports import rollup
 from tracker import appkeys
 from tracker.audit import audit
 from tracker.errors import ApiError
@@ -818,6 +819,8 @@ async def restrict(request: web.Request) -> web.Response:
             "subject": person.subject(ctx.secret),
             "records": person.record_refs(),
         }
+        # Reports are rollups: the person's call days are recomputed with or without them.
+        await rollup.mark_calls_dirty(db, person.calls, ctx.now)
         if str(form.get("do", "")) == "lift":
             detail["identifiers"] = await lift_restriction(db, person)
             return _Done("privacy.restrict_lift", ctx.tr("privacy.lifted_done"), None, detail)

@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, not_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,6 +49,7 @@ from tracker.clock import Clock
 from tracker.db import Database
 from tracker.errors import ApiError
 from tracker.models import AuditEntry, Call, ContactRequest, Site, WebhookDelivery, WebhookEndpoint
+from tracker.privacy.restrict import call_visible
 
 log = logging.getLogger("calltrack.webhooks")
 
@@ -361,6 +362,11 @@ async def on_call(app: web.Application, call: Call) -> None:
         account_id = await db.scalar(select(Site.account_id).where(Site.id == call.site_id))
         if account_id is None:
             return
+        restricted = await db.scalar(
+            select(Call.id).where(Call.id == call.id, not_(call_visible(account_id)))
+        )
+        if restricted is not None:
+            return  # a restricted person's calls are kept but not sent anywhere
         data = call_data(call)
         queued = await enqueue(
             db, account_id, "call.started", data, now, dedupe_key=f"call.started:{call.id}"

@@ -550,3 +550,28 @@ async def test_a_restricted_caller_is_left_out_of_call_lists(database: Database)
         lines, _ = await list_calls(db, scope, CallFilter())
         ids = {line.call.id for line in lines}
     assert seed.calls["c2"] not in ids and seed.calls["c1"] in ids
+
+
+async def test_restricting_a_caller_takes_their_call_out_of_the_totals(database: Database) -> None:
+    from tracker.models import Call, Restriction
+
+    seed = await seed_reports(database)
+    async with database.sessions() as db:
+        _, before = await breakdown(db, await scope_of(database, seed, "linear"), "channel")
+    async with database.begin() as db:
+        call = await db.get(Call, seed.calls["c1"])
+        assert call is not None and call.caller_e164
+        db.add(
+            Restriction(
+                account_id=seed.account_id,
+                kind="phone",
+                value=call.caller_e164,
+                created_at=NOW,
+                created_by="dpo@velos-martin.fr",
+            )
+        )
+        await rollup.mark_calls_dirty(db, [call], NOW)
+    await rollup.refresh(database, FrozenClock(NOW), site_ids=[seed.site_a, seed.site_b])
+    async with database.sessions() as db:
+        _, after = await breakdown(db, await scope_of(database, seed, "linear"), "channel")
+    assert after.current.calls == before.current.calls - 1000

@@ -21,7 +21,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.audit import audit
@@ -518,15 +518,24 @@ async def describe_request(db: AsyncSession, request: ContactRequest) -> dict[st
 
 
 async def open_requests(
-    db: AsyncSession, site_ids: Collection[int], *, limit: int = 200
+    db: AsyncSession,
+    site_ids: Collection[int],
+    *,
+    limit: int = 200,
+    account_id: int | None = None,
 ) -> list[dict[str, Any]]:
     """List the open and claimed requests of these sites, oldest first (the console's queue)."""
     if not site_ids:
         return []
+    from tracker.privacy.restrict import contact_request_visible
+
+    visible = contact_request_visible(account_id) if account_id is not None else true()
     rows = await db.scalars(
         select(ContactRequest)
         .where(
-            ContactRequest.site_id.in_(list(site_ids)), ContactRequest.status.in_([OPEN, CLAIMED])
+            ContactRequest.site_id.in_(list(site_ids)),
+            ContactRequest.status.in_([OPEN, CLAIMED]),
+            visible,
         )
         .order_by(ContactRequest.created_at, ContactRequest.id)
         .limit(limit)

@@ -41,6 +41,7 @@ from tracker.models import (
     TrackingNumber,
     WebhookEndpoint,
 )
+from tracker.privacy.restrict import contact_request_visible, session_visible
 from tracker.web import client_ip, read_json
 
 DEFAULT_LIMIT: Final = 50
@@ -304,7 +305,7 @@ async def list_sessions(request: web.Request) -> web.Response:
         )
     if not bounds:
         return web.json_response({"data": [], "next_cursor": None})
-    query = select(TrackedSession).where(or_(*bounds))
+    query = select(TrackedSession).where(or_(*bounds), session_visible(scope.account_id))
     channel = request.query.get("channel")
     if channel:
         query = query.where(TrackedSession.channel == channel)
@@ -462,7 +463,7 @@ async def list_contact_requests(request: web.Request) -> web.Response:
         )
     if not bounds:
         return web.json_response({"data": [], "next_cursor": None})
-    query = select(ContactRequest).where(or_(*bounds))
+    query = select(ContactRequest).where(or_(*bounds), contact_request_visible(scope.account_id))
     if status:
         query = query.where(ContactRequest.status == status)
     cursor = request.query.get("cursor")

@@ -251,7 +251,7 @@ async def snapshot(ctx: CommandContext, payload: dict[str, Any]) -> dict[str, An
         contacts = _contacts()
         requests: list[dict[str, Any]] = []
         if contacts is not None and hasattr(contacts, "open_requests"):
-            requests = await contacts.open_requests(db, list(keys))
+            requests = await contacts.open_requests(db, list(keys), account_id=ctx.account_id)
     return {"visitors": visitors, "requests": requests, "calls": live_calls}
 
 

@@ -59,6 +59,7 @@ from tracker.models import (
     Site,
     TrackedSession,
 )
+from tracker.privacy.restrict import call_visible
 
 log = logging.getLogger("calltrack.reports")
 
@@ -407,6 +408,8 @@ async def rebuild_call_days(db: AsyncSession, site: Site, days: Iterable[dt.date
                     Call.direction == "inbound",
                     Call.started_at >= start,
                     Call.started_at < end,
+                    # A restricted person's calls are kept but not reported.
+                    call_visible(site.account_id),
                 )
             )
         )
@@ -744,3 +747,13 @@ async def refresh_for_read(database: Database, clock: Clock, site_ids: Sequence[
         await refresh(database, clock, site_ids=site_ids)
     except Exception:
         logging.getLogger("calltrack.reports").exception("report refresh on read failed")
+
+
+async def mark_calls_dirty(db: AsyncSession, calls: Iterable[Call], now: dt.datetime) -> None:
+    """Have the days of these calls recomputed (after a restriction is set or lifted)."""
+    zones: dict[int, zoneinfo.ZoneInfo] = {}
+    for call in calls:
+        if call.site_id not in zones:
+            site = await db.get(Site, call.site_id)
+            zones[call.site_id] = zone(site.timezone if site else None)
+        await mark_dirty(db, call.site_id, [local_day(call.started_at, zones[call.site_id])], now)
