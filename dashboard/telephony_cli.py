@@ -20,7 +20,7 @@ from tracker.errors import ApiError
 from tracker.models import Call, TrackingNumber
 from tracker.numbers.rules import parse_rule
 from tracker.numbers.service import number_service_for
-from tracker.phones import InvalidPhoneNumber, to_e164
+from tracker.phones import InvalidPhoneNumber, phone_forms, to_e164
 from tracker.sites import dumps, site_by_key
 
 CALL_FIELDS = (
@@ -266,14 +266,37 @@ async def _simulate(args: argparse.Namespace, settings: Settings, server_url: st
             ) from exc
 
 
+async def _server_answers(base_url: str) -> bool:
+    import aiohttp
+
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session,
+            session.get(f"{base_url}/healthz") as response,
+        ):
+            return response.status > 0
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return False
+
+
 async def cmd_simulate_call(args: argparse.Namespace, settings: Settings) -> int:
     """Ring a tracking number through the simulated carrier and print the stored call."""
     try:
         args.to = to_e164(args.to)
-        args.from_ = to_e164(args.from_)
+        # A caller written nationally ("06 12 34 56 78") is from the tracking number's country.
+        args.from_ = to_e164(args.from_, phone_forms(args.to).region)
     except InvalidPhoneNumber as exc:
         raise _fail(str(exc)) from exc
-    if args.in_process:
+    in_process = args.in_process
+    if not in_process and not args.server and not await _server_answers(settings.public_url):
+        # No server is running here (a fresh shell, a script): play the call against the same
+        # database through the same webhook code, served from this process.
+        print(
+            f"no Calltrack server at {settings.public_url}: serving the webhooks in-process",
+            file=sys.stderr,
+        )
+        in_process = True
+    if in_process:
         from aiohttp import web
 
         from dashboard.app import create_app

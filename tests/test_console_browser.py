@@ -487,7 +487,7 @@ def test_a_call_to_the_visitors_tracking_number_pops_up_while_ringing(
     pop = console.locator("#pops .pop.ringing")
     expect(pop).to_be_visible(timeout=2000)
     expect(pop).to_contain_text("Appel entrant")
-    expect(pop).to_contain_text("+33142685300")
+    expect(pop).to_contain_text("+33 1 42 68 53 00")  # the caller, formatted for people
     expect(pop).to_contain_text("2 580,00 €")
     expect(pop).to_contain_text("Gravel Aventure — Vélos Martin")
     expect(pop).to_contain_text("Paid Search")

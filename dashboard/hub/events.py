@@ -15,6 +15,7 @@ from typing import Any, Literal, TypedDict, Union, get_args, get_origin
 
 from tracker.collect import CartSnapshot
 from tracker.models import Call, Cart, Pageview, TrackedSession
+from tracker.phones import phone_forms
 
 EventKind = Literal[
     "visitor.pageview",
@@ -78,6 +79,7 @@ class CallInfo(TypedDict):
     status: str
     outcome: str | None
     caller: str | None
+    caller_display: str | None
     caller_country: str | None
     caller_region: str | None
     first_time_caller: bool
@@ -316,6 +318,16 @@ def cart_info_from_snapshot(snapshot: CartSnapshot, at: dt.datetime) -> CartInfo
     }
 
 
+def _international(e164: str | None) -> str | None:
+    """Format a caller for people to read (+33 6 12 34 56 78); None when withheld."""
+    if not e164:
+        return None
+    try:
+        return phone_forms(e164).international
+    except Exception:
+        return e164
+
+
 def call_info(call: Call) -> CallInfo:
     return {
         "id": call.id,
@@ -323,6 +335,7 @@ def call_info(call: Call) -> CallInfo:
         "status": call.status,
         "outcome": call.outcome,
         "caller": call.caller_e164,
+        "caller_display": _international(call.caller_e164),
         "caller_country": call.caller_country,
         "caller_region": call.caller_region,
         "first_time_caller": bool(call.first_time_caller),
