@@ -86,7 +86,7 @@ async def _find(db: AsyncSession, args: argparse.Namespace, settings: Settings) 
     return await find_person(db, scope, query, settings.secret_key)
 
 
-async def _audit(db: AsyncSession, person_or_account: Person | int, action: str, now: Any,
+async def _audit(db: AsyncSession, person_or_account: Person | int | None, action: str, now: Any,
                  target: str | None = None, **detail: Any) -> None:  # fmt: skip
     account = (
         person_or_account.scope.account_id
@@ -382,9 +382,10 @@ async def cmd_breach(args: argparse.Namespace, settings: Settings) -> int:
     since = breach.parse_moment(args.since)
     until = breach.parse_moment(args.until, end=True)
     async with _database(settings) as database, database.begin() as db:
+        account_id: int | None = None
         if args.site:
             account_id = (await site_by_key(db, args.site)).account_id
-        else:
+        elif args.account:
             account = await db.scalar(select(Account).where(Account.name == args.account))
             if account is None:
                 raise CliError(f"no account is called {args.account!r}")
@@ -470,7 +471,8 @@ def register(commands: Any) -> None:
     report = actions.add_parser("breach-report", help="who accessed what in a time window")
     report.add_argument("--since", required=True, help="ISO date or date-time (UTC)")
     report.add_argument("--until", required=True, help="ISO date (inclusive) or date-time")
-    owner = report.add_mutually_exclusive_group(required=True)
+    # Without --site or --account: the whole installation (the processor's view, all accounts).
+    owner = report.add_mutually_exclusive_group()
     owner.add_argument("--site")
     owner.add_argument("--account")
     report.add_argument("--json", action="store_true")

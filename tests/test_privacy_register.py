@@ -132,3 +132,24 @@ def test_cli_register(
     text = output.read_text(encoding="utf-8")
     assert "Registre des activités de traitement" in text
     assert ("<!doctype html>" in text) == (fmt == "html")
+
+
+async def test_breach_report_covers_one_account_or_the_whole_installation(
+    database: Database,
+) -> None:
+    from tracker.audit import audit
+    from tracker.privacy.breach import breach_report
+
+    now = dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.UTC)
+    async with database.begin() as db:
+        ours = await get_or_create_account(db, f"ours-{secrets.token_hex(4)}", FrozenClock())
+        theirs = await get_or_create_account(db, f"theirs-{secrets.token_hex(4)}", FrozenClock())
+        for account, actor in ((ours, "ana@ours.fr"), (theirs, "bob@theirs.fr")):
+            await audit(db, action="console.visitor_viewed", at=now, actor=actor,
+                        account_id=account.id, target="session:abc")  # fmt: skip
+    since, until = now - dt.timedelta(hours=1), now + dt.timedelta(hours=1)
+    async with database.sessions() as db:
+        one = await breach_report(db, ours.id, since, until)
+        everyone = await breach_report(db, None, since, until)
+    assert set(one.actors) == {"ana@ours.fr"}
+    assert {"ana@ours.fr", "bob@theirs.fr"} <= set(everyone.actors)
