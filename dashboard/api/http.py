@@ -291,18 +291,13 @@ async def list_sessions(request: web.Request) -> web.Response:
     scope = await _scope(request)
     limit = _limit(request)
     after = _session_cursor(request.query.get("cursor"))
-    bounds = []
-    for site in scope.sites:
-        start, end = rollup.day_bounds(
-            scope.period.first, scope.period.last, rollup.zone(site.timezone)
-        )
-        bounds.append(
-            and_(
-                TrackedSession.site_id == site.id,
-                TrackedSession.started_at >= start,
-                TrackedSession.started_at < end,
-            )
-        )
+    bounds = rollup.in_local_days(
+        scope.sites,
+        scope.period.first,
+        scope.period.last,
+        TrackedSession.site_id,
+        TrackedSession.started_at,
+    )
     if not bounds:
         return web.json_response({"data": [], "next_cursor": None})
     query = select(TrackedSession).where(or_(*bounds), session_visible(scope.account_id))
@@ -449,18 +444,13 @@ async def list_contact_requests(request: web.Request) -> web.Response:
     status = request.query.get("status")
     if status is not None and status not in ("open", "claimed", "closed"):
         raise ApiError("invalid_status", "status must be open, claimed or closed")
-    bounds = []
-    for site in scope.sites:
-        start, end = rollup.day_bounds(
-            scope.period.first, scope.period.last, rollup.zone(site.timezone)
-        )
-        bounds.append(
-            and_(
-                ContactRequest.site_id == site.id,
-                ContactRequest.created_at >= start,
-                ContactRequest.created_at < end,
-            )
-        )
+    bounds = rollup.in_local_days(
+        scope.sites,
+        scope.period.first,
+        scope.period.last,
+        ContactRequest.site_id,
+        ContactRequest.created_at,
+    )
     if not bounds:
         return web.json_response({"data": [], "next_cursor": None})
     query = select(ContactRequest).where(or_(*bounds), contact_request_visible(scope.account_id))

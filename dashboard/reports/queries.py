@@ -33,6 +33,7 @@ from dashboard.reports.rollup import (
     NOT_SET,
     UNATTRIBUTED,
     Visit,
+    in_local_days,
     journeys_for,
     zone,
 )
@@ -534,16 +535,7 @@ def _own_candidate(dimension: str, value: str) -> ColumnElement[bool]:
 
 def _conditions(scope: Scope, f: CallFilter) -> list[ColumnElement[bool]]:
     period = Period(f.day, f.day) if f.day else scope.period
-    bounds = []
-    for site in scope.sites:
-        tz = zone(site.timezone)
-        start = dt.datetime.combine(period.first, dt.time(), tz).astimezone(dt.UTC)
-        end = dt.datetime.combine(period.last + dt.timedelta(days=1), dt.time(), tz).astimezone(
-            dt.UTC
-        )
-        bounds.append(
-            and_(Call.site_id == site.id, Call.started_at >= start, Call.started_at < end)
-        )
+    bounds = in_local_days(scope.sites, period.first, period.last, Call.site_id, Call.started_at)
     conditions: list[ColumnElement[bool]] = [
         or_(*bounds) if bounds else false(),
         Call.direction == "inbound",

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
-from sqlalchemy import Table, delete, func, insert, select, text, true, tuple_
+from sqlalchemy import Table, and_, delete, func, insert, select, text, true, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -106,6 +106,17 @@ def day_bounds(
     start = dt.datetime.combine(first, dt.time(), tz).astimezone(dt.UTC)
     end = dt.datetime.combine(last + dt.timedelta(days=1), dt.time(), tz).astimezone(dt.UTC)
     return start, end
+
+
+def in_local_days(
+    sites: Iterable[Site], first: dt.date, last: dt.date, site_column: Any, time_column: Any
+) -> list[Any]:
+    """Return one condition per site: its rows whose instant falls in local days first..last."""
+    conditions = []
+    for site in sites:
+        start, end = day_bounds(first, last, zone(site.timezone))
+        conditions.append(and_(site_column == site.id, time_column >= start, time_column < end))
+    return conditions
 
 
 def landing_path(url: str | None) -> str:
