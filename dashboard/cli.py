@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import json
 import logging
+import os
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -219,6 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    if args.command in ("serve", "demo") and not os.environ.get("CALLTRACK_PUBLIC_URL"):
+        # Without a configured public URL, the snippet and webhook URLs point at where this
+        # process listens (a wildcard address is reached through loopback).
+        host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+        settings = dataclasses.replace(settings, public_url=f"http://{host}:{args.port}")
     configure_logging(settings.log_level)
     try:
         if args.command in ("serve", "demo"):
