@@ -133,7 +133,7 @@ async def callback(ctx: CommandContext, message: dict[str, Any]) -> dict[str, An
             site_id=call.site_id,
             request_id=request_id,
         )
-    await notify_call_listeners(app, call)
+    notify_call_listeners(app, call)
     if summary is not None:
         await publish_site_event(app, call.site_id, "contact.claimed", {"request": summary})
     return {"call_id": call.id}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email.utils
+import functools
 import logging
 import re
 from collections.abc import Mapping
@@ -649,22 +650,83 @@ def whisper_twiml(call: Call, site: Site) -> str:
     )
 
 
-async def notify_call_listeners(app: web.Application, call: Call) -> None:
+class CallListeners:
+    """Run the call listeners after the carrier has its answer, in order for any one call.
+
+    The listeners (console screen-pop, outgoing webhooks, report dirty-marking) each wait on
+    their own database or Redis round trips. Twilio waits for the webhook's answer while the
+    caller hears silence, so the answer does not wait for them: each notification becomes a
+    task that first waits for the previous notification of the same call, so a listener
+    still sees one call's events in the order the carrier sent them ("ringing" before
+    "completed"). Different calls run concurrently. `drain` waits for everything scheduled
+    (tests, and the application's shutdown, so no event is dropped on a clean stop).
+    """
+
+    def __init__(self) -> None:
+        # The last scheduled task of each call; a call's next task waits for it.
+        self._tails: dict[int, asyncio.Task[None]] = {}
+        self._running: set[asyncio.Task[None]] = set()
+
+    def notify(self, app: web.Application, call: Call) -> None:
+        previous = self._tails.get(call.id)
+        task = asyncio.get_running_loop().create_task(self._run(app, call, previous))
+        self._tails[call.id] = task
+        self._running.add(task)
+        task.add_done_callback(functools.partial(self._finished, call.id))
+
+    def _finished(self, key: int, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        if self._tails.get(key) is task:
+            del self._tails[key]
+
+    async def _run(
+        self, app: web.Application, call: Call, previous: asyncio.Task[None] | None
+    ) -> None:
+        if previous is not None:
+            # Whatever became of the previous notification, this one runs after it.
+            await asyncio.wait([previous])
+        listeners = list(app[appkeys.EXTRAS].setdefault("call_listeners", []))
+        results = await asyncio.gather(
+            *(listener(app, call) for listener in listeners), return_exceptions=True
+        )
+        for listener, result in zip(listeners, results, strict=True):
+            if isinstance(result, BaseException):
+                # The call is stored; a listener's failure never touches the call or the
+                # other listeners.
+                log.error("call listener %r failed", listener, exc_info=result)
+
+    @property
+    def pending(self) -> int:
+        return len(self._running)
+
+    async def drain(self) -> None:
+        """Wait until every notification scheduled so far (and any they schedule) has run."""
+        while self._running:
+            await asyncio.wait(list(self._running))
+
+
+def call_listeners(app: web.Application) -> CallListeners:
+    """The application's call listener queue (created on first use)."""
+    extras = app[appkeys.EXTRAS]
+    queue = extras.get("call_listener_queue")
+    if queue is None:
+        queue = extras["call_listener_queue"] = CallListeners()
+    assert isinstance(queue, CallListeners)
+    return queue
+
+
+def notify_call_listeners(app: web.Application, call: Call) -> None:
     """Tell the live console (and other listeners) that a call was created or updated.
 
-    The listeners (console hub, outgoing webhooks, report rollups) each wait on their own
-    database or Redis round trips: run together, the carrier waits for the slowest of them,
-    not for their sum. They are awaited before answering so that a listener sees every call
-    the carrier was told about, in order for any one call.
+    Returns at once: the listeners run in the background, in order for any one call
+    (see `CallListeners`).
     """
-    listeners = list(app[appkeys.EXTRAS].setdefault("call_listeners", []))
-    results = await asyncio.gather(
-        *(listener(app, call) for listener in listeners), return_exceptions=True
-    )
-    for listener, result in zip(listeners, results, strict=True):
-        if isinstance(result, Exception):
-            # The call is stored; a listener's failure must never fail the carrier's request.
-            log.error("call listener %r failed", listener, exc_info=result)
+    call_listeners(app).notify(app, call)
+
+
+async def drain_call_listeners(app: web.Application) -> None:
+    """Wait for every scheduled call listener (used on shutdown and by tests)."""
+    await call_listeners(app).drain()
 
 
 def params_dict(params: Mapping[str, Any]) -> dict[str, str]:

@@ -21,6 +21,7 @@ from telephony.calls import (
     STATUS,
     VoiceRequest,
     call_for_whisper,
+    drain_call_listeners,
     notify_call_listeners,
     params_dict,
     receive_incoming_call,
@@ -93,7 +94,7 @@ async def voice(request: web.Request) -> web.Response:
         secret_key=app[appkeys.SETTINGS].secret_key,
     )
     if outcome.created and outcome.call is not None:
-        await notify_call_listeners(app, outcome.call)
+        notify_call_listeners(app, outcome.call)
     return _twiml(outcome.twiml)
 
 
@@ -110,7 +111,7 @@ async def _lifecycle(request: web.Request, kind: str) -> None:
             secret_key=app[appkeys.SETTINGS].secret_key,
         )
     if call is not None:
-        await notify_call_listeners(app, call)
+        notify_call_listeners(app, call)
 
 
 async def status(request: web.Request) -> web.Response:
@@ -185,7 +186,7 @@ async def request_callback(request: web.Request) -> web.Response:
         public_url=settings.public_url,
         clock=app[appkeys.CLOCK],
     )
-    await notify_call_listeners(app, call)
+    notify_call_listeners(app, call)
     return web.json_response(
         {
             "call_id": call.id,
@@ -214,6 +215,8 @@ async def _carrier_ctx(app: web.Application) -> AsyncIterator[None]:
 def setup(app: web.Application) -> None:
     """Add the carrier webhooks, the callback API and the carrier's lifetime."""
     app.cleanup_ctx.append(_carrier_ctx)
+    # Before the database, Redis and the hub close: the listeners of answered calls finish.
+    app.on_shutdown.append(drain_call_listeners)
     app.router.add_post(VOICE_PATH, voice)
     app.router.add_post(STATUS_PATH, status)
     app.router.add_post(DIAL_PATH, dial)

@@ -18,6 +18,7 @@ from test_privacy_erase import SECRET, random_mobile, scan_database
 from twilio.request_validator import RequestValidator
 
 from dashboard.app import create_app
+from telephony.calls import drain_call_listeners
 from tracker import appkeys
 from tracker.clock import FrozenClock
 from tracker.db import Database
@@ -224,6 +225,7 @@ async def test_an_excluded_callers_call_is_forwarded_but_leaves_no_trace(
         assert (
             await db.scalar(select(func.count()).where(CarrierEvent.provider_call_id == sid)) == 0
         )
+    await drain_call_listeners(client.app)
     assert seen == []
     forms = phone_forms(caller)
     assert await scan_database(database, {caller, forms.national, forms.national_digits, sid}) == {}
@@ -237,6 +239,7 @@ async def test_an_excluded_callers_call_is_forwarded_but_leaves_no_trace(
     async with database.sessions() as db:
         call = await db.scalar(select(Call).where(Call.provider_call_id == other))
         assert call is not None and call.caller_e164 == "+33611223344"
+    await drain_call_listeners(client.app)
     assert len(seen) == 1
 
 

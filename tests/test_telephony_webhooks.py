@@ -24,6 +24,7 @@ from support.app import make_settings
 from twilio.request_validator import RequestValidator
 
 from dashboard.app import create_app
+from telephony.calls import drain_call_listeners
 from telephony.signature import simulated_auth_token
 from tracker.clock import FrozenClock
 from tracker.db import Database
@@ -574,4 +575,38 @@ async def test_call_listeners_hear_new_calls_and_cannot_break_them(
     sid = call_sid()
     status, _ = await world.voice(world.pool.e164, sid)
     assert status == 200
+    await drain_call_listeners(app)
     assert heard == [(sid, world.session.id)]
+
+
+async def test_the_carrier_gets_its_answer_before_slow_listeners_finish_in_order_per_call(
+    aiohttp_client: ClientFactory, database: Database, database_url: str, clock: FrozenClock
+) -> None:
+    """Twilio waits while the caller hears silence: listeners run after the answer, but each
+    call's notifications still reach a listener in the order the carrier sent them."""
+    app = telephony_app(database_url, clock)
+    release = asyncio.Event()
+    heard: list[tuple[str, str]] = []
+
+    async def slow(_app: web.Application, call: Call) -> None:
+        if call.status == "ringing":
+            await release.wait()  # a console or a webhook receiver that is slow right now
+        heard.append((call.provider_call_id, call.status))
+
+    from tracker import appkeys
+
+    app[appkeys.EXTRAS]["call_listeners"] = [slow]
+    client = await aiohttp_client(app)
+    world = await build_world(database, client, clock)
+    sid = call_sid()
+    status, twiml = await asyncio.wait_for(world.voice(world.pool.e164, sid), 10)
+    assert status == 200 and "<Dial" in twiml
+    ended = {"AccountSid": TWILIO_SID, "CallSid": sid, "CallStatus": "completed",
+             "CallDuration": "12", "SequenceNumber": "2"}  # fmt: skip
+    answer = await asyncio.wait_for(world.post("/telephony/twilio/status", ended), 10)
+    assert answer.status == 204
+    await asyncio.sleep(0.05)
+    assert heard == []  # the "completed" notification waits for the call's "ringing" one
+    release.set()
+    await drain_call_listeners(app)
+    assert heard == [(sid, "ringing"), (sid, "completed")]
