@@ -23,7 +23,7 @@ from tracker.collector import Collector
 from tracker.config import Settings
 from tracker.db import Database
 from tracker.geo import GeoLookup
-from tracker.metrics import REGISTRY, REQUEST_SECONDS
+from tracker.metrics import REGISTRY, request_seconds
 from tracker.sitecache import SiteCache
 from tracker.web import Handler, error_middleware
 from widget import contact_http
@@ -41,7 +41,7 @@ async def timing_middleware(request: web.Request, handler: Handler) -> web.Strea
     finally:
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+        request_seconds(route).observe(time.perf_counter() - started)
 
 
 async def health(request: web.Request) -> web.Response:

@@ -83,6 +83,23 @@ def _redacted(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+# Python's cycle collector runs after every 700 new container objects and each full pass walks
+# every live object, which in a server includes the collect path's cache of recent visits
+# (tracker/collector.py). Measured with `calltrack bench collect`: 1.3x the throughput with
+# these settings, and no slow decline as the cache fills. The objects from start-up (modules,
+# routes, models) are frozen out of the collector's view once, as Instagram's servers do.
+GC_THRESHOLDS = (20_000, 50, 100)
+
+
+def tune_gc() -> None:
+    """Make the cycle collector cheap for a long-running server (see GC_THRESHOLDS)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run_server(settings: Settings, host: str, port: int) -> None:
     from aiohttp import web
 
@@ -90,6 +107,7 @@ def run_server(settings: Settings, host: str, port: int) -> None:
 
     migrate_sync(settings.database_url)
     app = create_app(settings)
+    tune_gc()
     print(
         f"Calltrack serving on http://{host}:{port} (public URL {settings.public_url})",
         file=sys.stderr,

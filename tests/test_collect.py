@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import Awaitable, Callable
@@ -428,3 +429,45 @@ async def test_health_and_metrics(client: TestClient[Any, Any]) -> None:
     assert health.status == 200 and (await health.json())["database"] == "ok"
     metrics = await client.get("/metrics")
     assert "calltrack_collect_events_total" in await metrics.text()
+
+
+async def test_concurrent_events_of_many_visits_are_all_stored_once(
+    client: TestClient[Any, Any], database: Database
+) -> None:
+    """Events that arrive together are written by concurrent batches (two on PostgreSQL):
+    a visit's second event may come before its first is committed, and nothing is lost,
+    duplicated or refused."""
+    site = await new_site(database)
+    visitors = [Visitor(client, site, ip=f"198.51.100.{n + 1}") for n in range(12)]
+
+    async def browse(visitor: Visitor) -> None:
+        # The first pageview and a cart, sent together: the cart finds the visit by its keyed
+        # hash while the visit's first row may still be in a batch being written.
+        await asyncio.gather(
+            visitor.view("https://velos-martin.fr/", title="Home"),
+            visitor.send("cart", cart={"items": [{"name": "Vélo", "qty": 1, "price": 649}]}),
+        )
+        pages = [Visitor(client, site, ip=visitor.ip) for _ in range(4)]
+        for page in pages:
+            page.session = visitor.session
+            page.page = page_id()
+        await asyncio.gather(
+            *(
+                page.send("pageview", u=f"https://velos-martin.fr/p/{n}", ti=f"P{n}")
+                for n, page in enumerate(pages)
+            ),
+            visitor.send("ping", d=5000),
+        )
+
+    await asyncio.gather(*(browse(visitor) for visitor in visitors))
+    async with database.sessions() as db:
+        sessions = list(
+            await db.scalars(select(TrackedSession).where(TrackedSession.site_id == site.id))
+        )
+        pageviews = list(await db.scalars(select(Pageview).where(Pageview.site_id == site.id)))
+        carts = list(await db.scalars(select(Cart).where(Cart.site_id == site.id)))
+    assert len(sessions) == len(visitors)
+    assert {s.id for s in sessions} == {v.session for v in visitors}
+    assert all(s.pageview_count == 5 for s in sessions)
+    assert len(pageviews) == 5 * len(visitors)
+    assert len(carts) == len(visitors)

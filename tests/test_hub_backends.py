@@ -276,3 +276,18 @@ async def test_a_full_send_queue_closes_the_slow_consumer_only(hub: Hub) -> None
         await asyncio.sleep(0.02)
     assert slow_socket.closed_with == 4008
     assert fast_socket.closed_with is None
+
+
+async def test_memory_hub_skips_only_what_no_console_can_ever_receive() -> None:
+    """A single process knows every console: a site nobody followed within the retention
+    window has nobody to send visitor events to, live or on a resume."""
+    clock = FrozenClock()
+    hub = MemoryHub(clock, retention=dt.timedelta(minutes=15))
+    assert not hub.may_be_wanted(7)
+    await hub.follow([7])
+    assert hub.may_be_wanted(7) and not hub.may_be_wanted(8)
+    await hub.unfollow([7])
+    clock.advance(minutes=14)
+    assert hub.may_be_wanted(7)  # a console that dropped may still come back and resume
+    clock.advance(minutes=2)
+    assert not hub.may_be_wanted(7)

@@ -15,7 +15,8 @@ import datetime as dt
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Table, and_, bindparam, select, update
@@ -49,33 +50,39 @@ CARTS: Table = Cart.__table__  # type: ignore[assignment]
 SESSION_CACHE_SIZE = 100_000
 # One batch is one transaction; 500 rows keep it short (a few ms) so waiters are not delayed.
 MAX_BATCH = 500
+# Batches written at once. PostgreSQL: two, so that one batch is being built and sent while the
+# other waits for its commit (the worker would otherwise sit idle during every round trip).
+# SQLite has a single writer: one.
+POSTGRES_WRITERS = 2
 # Page ids remembered per session to drop a retried beacon without asking the database.
 RECENT_PAGES = 16
 
+Row = dict[str, Any]
+# What one event writes: (statement name, row) pairs. A batch groups them by statement and
+# runs the statements in WRITE_ORDER, so foreign keys are satisfied (sessions first).
+Writes = list[tuple[str, Row]]
+WRITE_ORDER = (
+    "new_sessions",
+    "pageviews",
+    "session_pages",
+    "session_seen",
+    "session_consent",
+    "durations",
+    "carts",
+)
+# Updates of existing rows, and the key that names the row: a batch sorts them by it so two
+# batches written at once lock rows in the same order (no deadlock between them).
+UPDATE_KEYS = {
+    "session_pages": "b_id",
+    "session_seen": "b_id",
+    "session_consent": "b_id",
+    "durations": "b_session",
+}
 
-@dataclass
-class _Writes:
-    """Rows of one batch, grouped so that foreign keys are satisfied in this order."""
 
-    new_sessions: list[dict[str, Any]] = field(default_factory=list)
-    pageviews: list[dict[str, Any]] = field(default_factory=list)
-    session_pages: list[dict[str, Any]] = field(default_factory=list)
-    session_seen: list[dict[str, Any]] = field(default_factory=list)
-    session_consent: list[dict[str, Any]] = field(default_factory=list)
-    durations: list[dict[str, Any]] = field(default_factory=list)
-    carts: list[dict[str, Any]] = field(default_factory=list)
-
-    def extend(self, other: _Writes) -> None:
-        for name in self.__dataclass_fields__:
-            getattr(self, name).extend(getattr(other, name))
-
-    def __len__(self) -> int:
-        return sum(len(getattr(self, name)) for name in self.__dataclass_fields__)
-
-
-@dataclass
+@dataclass(slots=True)
 class _Pending:
-    writes: _Writes
+    writes: Writes
     done: asyncio.Future[None]
 
 
@@ -143,7 +150,14 @@ class Collector:
         self._dialect = engine.dialect.name
         self.cache = SessionCache()
         self._queue: list[_Pending] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.Task[None]] = set()
+        self._max_writers = POSTGRES_WRITERS if self._dialect == "postgresql" else 1
+        # Sessions whose first row is in a batch not yet committed: a later event of the same
+        # visit waits for that commit, so it can never be written (by the other writer) first.
+        self._inserting: dict[str, asyncio.Future[None]] = {}
+        # Lookups in progress by keyed visit hash: two first events of one browser that arrive
+        # together (a pageview and a cart) must find one visit, not start two.
+        self._finding: dict[str, asyncio.Future[None]] = {}
         self._statements = self._build_statements()
 
     # -- reading -------------------------------------------------------------------------
@@ -157,6 +171,26 @@ class Collector:
         session = _session_from_row(row)
         self.cache.put(session)
         return session
+
+    async def _find_session_once(
+        self, site: Site, event: CollectEvent, anon_key: str | None, now: dt.datetime
+    ) -> TrackedSession | None:
+        """Find the event's visit; lookups of the same browser wait for each other.
+
+        The caller starts a visit right after a miss, without awaiting anything in between,
+        so a lookup that waited here finds the visit the previous one started.
+        """
+        if anon_key is None:
+            return await self._find_session(site, event, anon_key, now)
+        while (pending := self._finding.get(anon_key)) is not None:
+            await asyncio.wait([pending])
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._finding[anon_key] = done
+        try:
+            return await self._find_session(site, event, anon_key, now)
+        finally:
+            del self._finding[anon_key]
+            done.set_result(None)
 
     async def _find_session(
         self, site: Site, event: CollectEvent, anon_key: str | None, now: dt.datetime
@@ -228,14 +262,17 @@ class Collector:
         now = self._clock.now()
         consent = consent_granted(site, event, client)
         anon_key = anon_visit_key(self._secret, site.id, client, now)
-        session = await self._find_session(site, event, anon_key, now)
-        writes = _Writes()
+        session = await self._find_session_once(site, event, anon_key, now)
+        if session is not None:
+            inserting = self._inserting.get(session.id)
+            if inserting is not None and not inserting.done():
+                await asyncio.wait([inserting])
+        writes: Writes = []
         new_session = session is None
         if session is None:
             if event.type == "leave":
                 raise ApiError("unknown_session", "leave needs a session that exists", status=409)
             session = _start_session(site, event, client, anon_key, consent, now)
-            writes.new_sessions.append(_session_values(session))
             self.cache.put(session)
         elif event.type != "leave" and session.last_seen_at < now:
             session.last_seen_at = now
@@ -245,12 +282,12 @@ class Collector:
             # Withdrawn consent (or GPC): the visit goes on, unlinked from any visitor.
             session.consent = False
             session.visitor_id = None
-            writes.session_consent.append(_consent_row(session))
+            writes.append(("session_consent", _consent_row(session)))
         elif consent and not session.consent:
             session.consent = True
             session.visitor_id = session.visitor_id or event.visitor_id or new_id()
             if not new_session:
-                writes.session_consent.append(_consent_row(session))
+                writes.append(("session_consent", _consent_row(session)))
 
         pageview: dict[str, Any] | None = None
         if event.type == "pageview":
@@ -265,40 +302,57 @@ class Collector:
                     "viewed_at": now,
                     "duration_ms": 0,
                 }
-                writes.pageviews.append(pageview)
+                writes.append(("pageviews", pageview))
                 session.current_url = url
                 session.current_title = event.title
                 if new_session:
                     session.pageview_count = 1
-                    writes.new_sessions[-1].update(pageview_count=1)
                 else:
                     session.pageview_count = (session.pageview_count or 0) + 1
-                    writes.session_pages.append(
-                        {"b_id": session.id, "b_seen": now, "b_url": url, "b_title": event.title}
+                    writes.append(
+                        (
+                            "session_pages",
+                            {
+                                "b_id": session.id,
+                                "b_seen": now,
+                                "b_url": url,
+                                "b_title": event.title,
+                            },
+                        )
                     )
         elif not new_session and event.type != "leave":
-            writes.session_seen.append({"b_id": session.id, "b_seen": now})
+            writes.append(("session_seen", {"b_id": session.id, "b_seen": now}))
         if event.duration_ms is not None and not new_session:
-            writes.durations.append(
-                {"b_session": session.id, "b_page": event.page_id, "b_duration": event.duration_ms}
+            writes.append(
+                (
+                    "durations",
+                    {
+                        "b_session": session.id,
+                        "b_page": event.page_id,
+                        "b_duration": event.duration_ms,
+                    },
+                )
             )
         if event.type == "cart" and event.cart is not None:
             items = [item.as_json() for item in event.cart.items]
-            writes.carts.append(
-                {
-                    "session_id": session.id,
-                    "site_id": site.id,
-                    "items": items,
-                    "total": event.cart.total,
-                    "currency": event.cart.currency,
-                    "item_count": sum(item.qty for item in event.cart.items),
-                    "updated_at": now,
-                }
+            writes.append(
+                (
+                    "carts",
+                    {
+                        "session_id": session.id,
+                        "site_id": site.id,
+                        "items": items,
+                        "total": event.cart.total,
+                        "currency": event.cart.currency,
+                        "item_count": sum(item.qty for item in event.cart.items),
+                        "updated_at": now,
+                    },
+                )
             )
-        if writes.new_sessions:
-            writes.new_sessions[-1].update(_session_values(session))
+        if new_session:
+            writes.append(("new_sessions", _session_values(session)))
         try:
-            await self._submit(writes)
+            await self._submit(writes, session.id if new_session else None)
         except Exception:
             # The database refused: drop what the cache believes so the next event re-reads.
             self.cache.forget(session.id)
@@ -361,29 +415,34 @@ class Collector:
             "carts": cart_upsert,
         }
 
-    async def _submit(self, writes: _Writes) -> None:
-        if not len(writes):
+    async def _submit(self, writes: Writes, new_session_id: str | None) -> None:
+        if not writes:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(writes, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_loop())
-        await done
+        if new_session_id is not None:
+            self._inserting[new_session_id] = done
+        if len(self._writers) < self._max_writers:
+            writer = asyncio.create_task(self._flush_loop())
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
+        try:
+            await done
+        finally:
+            if new_session_id is not None and self._inserting.get(new_session_id) is done:
+                del self._inserting[new_session_id]
 
     async def _flush_loop(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            merged = _Writes()
-            for pending in batch:
-                merged.extend(pending.writes)
             try:
-                await self._write(merged)
+                await self._write(_grouped(batch))
             except Exception:
                 # One bad event must not fail the others: write them one by one.
                 log.warning("batch of %d events failed; retrying one by one", len(batch))
                 for pending in batch:
                     try:
-                        await self._write(pending.writes)
+                        await self._write(_grouped([pending]))
                     except Exception as exc:
                         log.exception("collect write failed")
                         if not pending.done.done():
@@ -396,17 +455,35 @@ class Collector:
                 if not pending.done.done():
                     pending.done.set_result(None)
 
-    async def _write(self, writes: _Writes) -> None:
+    async def _write(self, grouped: dict[str, list[Row]]) -> None:
         async with self._engine.begin() as connection:
-            for name in _Writes.__dataclass_fields__:
-                rows: Sequence[dict[str, Any]] = getattr(writes, name)
+            for name in WRITE_ORDER:
+                rows = grouped.get(name)
                 if rows:
-                    await connection.execute(self._statements[name], list(rows))
+                    await connection.execute(self._statements[name], rows)
 
     async def drain(self) -> None:
         """Wait for the writes in flight (shutdown)."""
-        if self._flusher is not None:
-            await asyncio.shield(self._flusher)
+        while self._writers:
+            await asyncio.wait(list(self._writers))
+
+
+def _grouped(batch: Sequence[_Pending]) -> dict[str, list[Row]]:
+    """Group a batch's rows by statement; updates sorted by row key (same lock order)."""
+    grouped: dict[str, list[Row]] = {}
+    for pending in batch:
+        for name, row in pending.writes:
+            rows = grouped.get(name)
+            if rows is None:
+                grouped[name] = [row]
+            else:
+                rows.append(row)
+    for name, key in UPDATE_KEYS.items():
+        rows = grouped.get(name)
+        if rows is not None and len(rows) > 1:
+            # Stable: one row's updates keep their order (the latest page wins).
+            rows.sort(key=itemgetter(key))
+    return grouped
 
 
 def _consent_row(session: TrackedSession) -> dict[str, Any]:

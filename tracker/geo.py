@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
 import geoip2.database
@@ -57,6 +58,7 @@ def parse_ip(ip: str | None) -> IPAddress | None:
     return address
 
 
+@lru_cache(maxsize=8192)
 def truncate_ip(ip: str | None) -> str | None:
     """Return the address with its host part zeroed (IPv4 /24, IPv6 /48); None if invalid."""
     address = parse_ip(ip)

@@ -11,7 +11,7 @@ from tracker import appkeys
 from tracker.collect import ClientInfo, parse_event
 from tracker.errors import ApiError
 from tracker.geo import truncate_ip
-from tracker.metrics import BOT_HITS, COLLECT_EVENTS, COLLECT_REJECTED, SESSIONS_STARTED
+from tracker.metrics import BOT_HITS, COLLECT_REJECTED, SESSIONS_STARTED, collect_events
 from tracker.useragent import parse_user_agent
 from tracker.web import CORS_HEADERS, client_ip, read_json
 
@@ -58,7 +58,7 @@ async def collect(request: web.Request) -> web.Response:
         gpc_header=request.headers.get("Sec-GPC") == "1",
     )
     result = await app[appkeys.COLLECTOR].record(cached.site, event, client, app[appkeys.NUMBERS])
-    COLLECT_EVENTS.labels(event.type).inc()
+    collect_events(event.type).inc()
     if result.new_session:
         SESSIONS_STARTED.inc()
     payload: dict[str, Any] = {

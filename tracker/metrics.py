@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -31,3 +33,17 @@ REQUEST_SECONDS = Histogram(
     registry=REGISTRY,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+
+
+# `metric.labels(value)` takes a lock and builds a key on every call; the hot paths (every
+# collect request, every request's timing) reuse the child of each label value instead.
+
+
+@lru_cache(maxsize=256)
+def collect_events(kind: str) -> Counter:
+    return COLLECT_EVENTS.labels(kind)
+
+
+@lru_cache(maxsize=1024)
+def request_seconds(route: str) -> Histogram:
+    return REQUEST_SECONDS.labels(route)

@@ -74,6 +74,13 @@ class HubBackend(ABC):
         # `gap` is true unless `after` is "0-0" or the event `after` itself is still held:
         # trimming only drops the oldest events, so then nothing after it was dropped.
 
+    def may_be_wanted(self, site_id: int) -> bool:
+        """Tell whether an event of this site could reach a console, live or on resume.
+
+        A backend shared by several workers cannot know what the others follow: yes.
+        """
+        return True
+
     @abstractmethod
     async def follow(self, site_ids: Iterable[int]) -> None:
         """Relay these sites' events published from now on through `stream_events`."""

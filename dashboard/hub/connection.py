@@ -361,6 +361,10 @@ class Hub:
         if unfollowed and self.backend is not None:
             await self.backend.unfollow(unfollowed)
 
+    def may_be_wanted(self, site_id: int) -> bool:
+        """Whether publishing a visitor event of this site can reach anyone (see backends)."""
+        return self.backend is not None and self.backend.may_be_wanted(site_id)
+
     def subscriber_count(self, site_id: int) -> int:
         return len(self._subscribers.get(site_id, ()))
 

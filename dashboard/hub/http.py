@@ -90,6 +90,9 @@ async def publish_collect_event(
     app: web.Application, site: Site, event: CollectEvent, result: CollectResult
 ) -> None:
     """Tell the consoles about a pageview, a cart or a consent change (no database reads)."""
+    hub = app.get(appkeys.HUB)
+    if hub is not None and not hub.may_be_wanted(site.id):
+        return  # the busiest path of all: nothing to build when no console can see it
     session = result.session
     if event.type == "pageview" and result.pageview_data is not None:
         page = page_info_from_row(result.pageview_data)

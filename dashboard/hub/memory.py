@@ -46,6 +46,9 @@ class MemoryHub(HubBackend):
         self._max_events = max_events
         self._streams: dict[int, _Stream] = {}
         self._followed: set[int] = set()
+        # When each site was last unfollowed: its events may still be replayed to a console
+        # that comes back within the retention window.
+        self._unfollowed_ms: dict[int, int] = {}
         self._queue: asyncio.Queue[StoredEvent | None] = asyncio.Queue()
 
     async def start(self) -> None:
@@ -90,11 +93,23 @@ class MemoryHub(HubBackend):
         newer.reverse()
         return Replay(newer, gap=not held_after)
 
+    def may_be_wanted(self, site_id: int) -> bool:
+        """Only this process has consoles: a site nobody followed within the retention window
+        has nobody to send its visitor events to, now or on a resume (a console that comes
+        back later starts from a snapshot)."""
+        if site_id in self._followed:
+            return True
+        left = self._unfollowed_ms.get(site_id)
+        return left is not None and _ms(self._clock.now()) - left < self._retention_ms
+
     async def follow(self, site_ids: Iterable[int]) -> None:
         self._followed.update(site_ids)
 
     async def unfollow(self, site_ids: Iterable[int]) -> None:
-        self._followed.difference_update(site_ids)
+        now_ms = _ms(self._clock.now())
+        for site_id in site_ids:
+            self._followed.discard(site_id)
+            self._unfollowed_ms[site_id] = now_ms
 
     async def stream_events(self) -> AsyncIterator[StoredEvent]:
         while True:

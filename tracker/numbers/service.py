@@ -219,14 +219,20 @@ class NumberService:
         numbers = await self._site_numbers(get_db, site, now)
         if not numbers.businesses:
             return []
-        facts = VisitFacts.of(session)
+        facts: VisitFacts | None = None
         swaps = []
         for business in numbers.businesses:
+            if not business.pool and not business.sources:
+                continue  # a business number with no tracking numbers: nothing to swap
             if business.pool and not session.consent:
                 # Consent withdrawn mid-visit: give the number back rather than let a later
                 # call be attributed to a visit the visitor asked us to stop following.
                 await self._release_withdrawn(get_db, site, business.id, session.id, now)
-            source = best_match(((s.rule, s.number_id, s) for s in business.sources), facts)
+            source = None
+            if business.sources:
+                # Read once per event, and only for a site that has source numbers.
+                facts = facts or VisitFacts.of(session)
+                source = best_match(((s.rule, s.number_id, s) for s in business.sources), facts)
             if source is not None:
                 swaps.append(_swap(business, source.to, "source"))
             elif session.consent and business.pool:
