@@ -248,6 +248,11 @@ async def logout(request: web.Request) -> web.Response:
             await audit(
                 db, action="auth.logout", at=request.app[appkeys.CLOCK].now(), user=auth.user
             )
+        # This browser's open consoles stop receiving visitors' data now (other workers close
+        # theirs within `LOGIN_RECHECK`, see dashboard.hub.http).
+        hub = request.app.get(appkeys.HUB)
+        if hub is not None:
+            hub.close_logins({auth.login.token_hash})
     response = web.HTTPFound("/login")
     response.del_cookie(COOKIE, path="/")
     raise response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import secrets
 from collections.abc import Awaitable, Callable
@@ -12,7 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from support.app import make_settings
 
 from dashboard.app import create_app
@@ -23,7 +24,7 @@ from dashboard.hub.http import publish_call_event
 from tracker import appkeys
 from tracker.clock import FrozenClock
 from tracker.db import Database
-from tracker.models import AuditEntry, Call, Site
+from tracker.models import AuditEntry, Call, LoginSession, Site
 from tracker.sites import SiteSpec, create_site, get_or_create_account
 from tracker.users import create_user
 
@@ -307,6 +308,46 @@ async def test_shutdown_closes_consoles_with_going_away(shop: Shop) -> None:
     await command(ws, 1, "subscribe", sites=None)
     await shop.app.shutdown()
     assert await closed_with(ws) == aiohttp.WSCloseCode.GOING_AWAY
+
+
+async def _login_of(shop: Shop, database: Database) -> LoginSession:
+    """The advisor's sign-in: the row of the token in the browser's cookie."""
+    from dashboard.auth import COOKIE
+
+    cookies = shop.client.session.cookie_jar.filter_cookies(shop.client.make_url("/"))
+    token = cookies[COOKIE].value
+    async with database.sessions() as db:
+        login = await db.get(LoginSession, hashlib.sha256(token.encode()).hexdigest())
+    assert login is not None
+    return login
+
+
+async def test_signing_out_closes_that_browsers_consoles_at_once(
+    shop: Shop, database: Database
+) -> None:
+    ws = await shop.connect()
+    await command(ws, 1, "subscribe", sites=None)
+    login = await _login_of(shop, database)
+    done = await shop.client.post("/logout", data={"csrf": login.csrf_token}, allow_redirects=False)
+    assert done.status == 302
+    assert await closed_with(ws, within=2) == 4001
+    # A visitor's next page no longer reaches that socket, and a new one is refused.
+    await shop.collect()
+    refused = await shop.client.get("/console/ws")
+    assert refused.status in (401, 403)
+
+
+@pytest.mark.parametrize("options", [HubOptions(login_recheck=0.05)])
+async def test_a_sign_in_ended_on_another_worker_closes_this_workers_consoles(
+    shop: Shop, database: Database
+) -> None:
+    ws = await shop.connect()
+    await command(ws, 1, "subscribe", sites=None)
+    login = await _login_of(shop, database)
+    async with database.begin() as db:
+        # What another worker's sign-out does: the sign-in row is gone.
+        await db.execute(delete(LoginSession).where(LoginSession.token_hash == login.token_hash))
+    assert await closed_with(ws, within=3) == 4001
 
 
 # -- snapshot, visitor panel, calls --------------------------------------------------------------

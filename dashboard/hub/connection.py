@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -24,6 +24,7 @@ from dashboard.hub.const import (
     CLOSE_SLOW_CONSUMER,
     HEARTBEAT_INTERVAL,
     IDLE_TIMEOUT,
+    LOGIN_RECHECK,
     SEND_QUEUE_SIZE,
     SHUTDOWN_GRACE,
     WRITE_BUFFER_LIMIT,
@@ -87,6 +88,7 @@ class Connection:
         self.user: User = auth.user
         self.account_id = auth.user.account_id
         self.login_expires_at = auth.login.expires_at
+        self.login_token_hash = auth.login.token_hash
         self.ip_truncated = ip_truncated
         self.last_message_id = 0
         # Subscribed site id → site key.
@@ -261,6 +263,7 @@ class HubOptions:
     queue_size: int = SEND_QUEUE_SIZE
     heartbeat_interval: float = HEARTBEAT_INTERVAL
     idle_timeout: float = IDLE_TIMEOUT
+    login_recheck: float = LOGIN_RECHECK
 
 
 class Hub:
@@ -290,6 +293,15 @@ class Hub:
         self._tasks = []
         if self.backend is not None:
             await self.backend.stop()
+
+    def close_logins(self, token_hashes: Collection[str]) -> int:
+        """Close the consoles of these sign-ins (signed out, or no longer valid); say how many."""
+        closed = 0
+        for connection in list(self.connections):
+            if connection.login_token_hash in token_hashes and not connection.closing:
+                connection.close_soon(CLOSE_SESSION_EXPIRED, "signed out")
+                closed += 1
+        return closed
 
     async def close_all(self, code: int = WSCloseCode.GOING_AWAY, reason: str = "") -> None:
         """Close every console (server shutdown: they reconnect to another worker)."""

@@ -31,6 +31,10 @@ WRITE_BUFFER_LIMIT: Final = 64 * 1024
 # 60 s of silence (three missed pings) means the other end is gone.
 HEARTBEAT_INTERVAL: Final = 20.0
 IDLE_TIMEOUT: Final = 60.0
+# How often each worker checks that its consoles' sign-ins still exist: a sign-out on another
+# worker (or a deleted user) closes this worker's sockets within this many seconds. A sign-out
+# on the same worker closes them at once.
+LOGIN_RECHECK: Final = 15.0
 # On shutdown, how long to wait for consoles to answer our close frame: they reconnect to
 # another worker anyway, and the process manager's stop timeout is not much longer.
 SHUTDOWN_GRACE: Final = 2.0

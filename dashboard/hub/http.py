@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -30,7 +31,7 @@ from tracker.collect import CollectEvent, CollectResult
 from tracker.db import Database
 from tracker.errors import ApiError
 from tracker.geo import truncate_ip
-from tracker.models import Call, Cart, Pageview, Site, TrackedSession
+from tracker.models import Call, Cart, LoginSession, Pageview, Site, TrackedSession
 from tracker.web import client_ip
 
 log = logging.getLogger("calltrack.hub")
@@ -172,9 +173,42 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     else:
         backend = MemoryHub(clock)
     await hub.start(backend, clock)
+    recheck = asyncio.create_task(_recheck_logins(app), name="hub-login-recheck")
     yield
+    recheck.cancel()
+    await asyncio.gather(recheck, return_exceptions=True)
     await hub.close_all()
     await hub.stop()
+
+
+async def _recheck_logins(app: web.Application) -> None:
+    """Close consoles whose sign-in is gone: signed out on another worker, or user deleted.
+
+    A sign-out on this worker closes its sockets at once (`dashboard.auth.logout`); this
+    covers the others, with one indexed query per worker every `login_recheck` seconds.
+    """
+    hub = app[appkeys.HUB]
+    while True:
+        await asyncio.sleep(hub.options.login_recheck)
+        tokens = {c.login_token_hash for c in hub.connections if not c.closing}
+        if not tokens:
+            continue
+        try:
+            async with app[appkeys.DATABASE].sessions() as db:
+                valid = set(
+                    await db.scalars(
+                        select(LoginSession.token_hash).where(
+                            LoginSession.token_hash.in_(tokens),
+                            LoginSession.expires_at > app[appkeys.CLOCK].now(),
+                        )
+                    )
+                )
+        except Exception:
+            log.exception("could not recheck console sign-ins; trying again later")
+            continue
+        gone = tokens - valid
+        if gone:
+            hub.close_logins(gone)
 
 
 async def _close_consoles(app: web.Application) -> None:
