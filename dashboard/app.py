@@ -118,7 +118,7 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.DATABASE] = database
     app[appkeys.COLLECTOR] = Collector(database.engine, app[appkeys.CLOCK], settings.secret_key)
     yield
-    await app[appkeys.COLLECTOR].drain()
+    await app[appkeys.COLLECTOR].close()
     await database.close()
 
 

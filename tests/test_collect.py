@@ -471,3 +471,99 @@ async def test_concurrent_events_of_many_visits_are_all_stored_once(
     assert all(s.pageview_count == 5 for s in sessions)
     assert len(pageviews) == 5 * len(visitors)
     assert len(carts) == len(visitors)
+
+
+async def test_a_visit_erased_by_another_worker_is_started_afresh_not_refused(
+    client: TestClient[Any, Any], database: Database
+) -> None:
+    """The worker's visit cache still knows a visit another process just erased: the next
+    event's write fails on the missing visit, and the event is kept as a new visit."""
+    from sqlalchemy import delete
+
+    site = await new_site(database)
+    visitor = Visitor(client, site)
+    first = await visitor.view("https://velos-martin.fr/", title="Home")
+    async with database.begin() as db:
+        await db.execute(delete(Pageview).where(Pageview.session_id == first["s"]))
+        await db.execute(delete(TrackedSession).where(TrackedSession.id == first["s"]))
+    again = await visitor.view("https://velos-martin.fr/gravel", title="Gravel")
+    assert again["s"] != first["s"]
+    session = await load_session(database, again["s"])
+    assert session.current_url == "https://velos-martin.fr/gravel"
+    async with database.sessions() as db:
+        pages = list(await db.scalars(select(Pageview).where(Pageview.session_id == again["s"])))
+    assert [p.title for p in pages] == ["Gravel"]
+
+
+async def test_one_postgresql_batch_merges_what_one_statement_cannot_apply_twice(
+    postgresql_url: str,
+) -> None:
+    """The PostgreSQL batch is one statement: a page's time-on-page in the batch that inserts
+    the page, two updates of one visit and two carts of one visit must all land."""
+    import datetime as dt
+
+    from tracker.collector import CARTS, PAGEVIEWS, SESSIONS, _session_values
+    from tracker.collector_pg import PostgresBatchWriter
+
+    database = Database(postgresql_url)
+    try:
+        site = await new_site(database)
+        now = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC)
+        old = TrackedSession(id=secrets.token_hex(16), site_id=site.id, started_at=now,
+                             last_seen_at=now, landing_url="https://velos-martin.fr/",
+                             channel="Direct", click_ids={}, pageview_count=1, consent=False)  # fmt: skip
+        async with database.begin() as db:
+            db.add(old)
+            await db.flush()
+            db.add(Pageview(site_id=site.id, session_id=old.id, page_id="a" * 16,
+                            url="https://velos-martin.fr/", viewed_at=now, duration_ms=100))  # fmt: skip
+        new = TrackedSession(id=secrets.token_hex(16), site_id=site.id, started_at=now,
+                             last_seen_at=now, landing_url="https://velos-martin.fr/?gclid=x",
+                             channel="Paid Search", click_ids={"gclid": "x"}, pageview_count=1,
+                             consent=True, visitor_id=secrets.token_hex(16))  # fmt: skip
+        later = now + dt.timedelta(seconds=30)
+        page = {"site_id": site.id, "session_id": new.id, "page_id": "b" * 16,
+                "url": "https://velos-martin.fr/?gclid=x", "title": "Home", "viewed_at": now,
+                "duration_ms": 0}  # fmt: skip
+        grouped = {
+            "new_sessions": [_session_values(new)],
+            "pageviews": [page],
+            "durations": [
+                {"b_session": new.id, "b_page": "b" * 16, "b_duration": 4000},
+                {"b_session": old.id, "b_page": "a" * 16, "b_duration": 9000},
+                {"b_session": old.id, "b_page": "a" * 16, "b_duration": 7000},
+            ],
+            "session_pages": [
+                {"b_id": old.id, "b_seen": later, "b_url": "https://velos-martin.fr/b", "b_title": "B"},
+                {"b_id": old.id, "b_seen": now, "b_url": "https://velos-martin.fr/a", "b_title": "A"},
+            ],
+            "session_seen": [{"b_id": old.id, "b_seen": later + dt.timedelta(seconds=5)}],
+            "session_consent": [{"b_id": old.id, "b_consent": True, "b_visitor": "c" * 32}],
+            "carts": [
+                {"session_id": new.id, "site_id": site.id, "items": [{"name": "A"}], "total": 1,
+                 "currency": "EUR", "item_count": 1, "updated_at": now},
+                {"session_id": new.id, "site_id": site.id, "items": [{"name": "B"}], "total": 2,
+                 "currency": "EUR", "item_count": 1, "updated_at": later},
+            ],
+        }  # fmt: skip
+        writer = PostgresBatchWriter(database.engine, SESSIONS, PAGEVIEWS, CARTS, writers=1)
+        try:
+            await writer.write(grouped)
+        finally:
+            await writer.close()
+        async with database.sessions() as db:
+            stored_new = await db.get(TrackedSession, new.id)
+            stored_old = await db.get(TrackedSession, old.id)
+            pages = {p.page_id: p for p in await db.scalars(select(Pageview))}
+            cart = await db.get(Cart, new.id)
+        assert stored_new is not None and stored_new.click_ids == {"gclid": "x"}
+        assert stored_new.consent is True and stored_new.visitor_id == new.visitor_id
+        assert pages["b" * 16].duration_ms == 4000  # folded into the page it came with
+        assert pages["a" * 16].duration_ms == 9000  # the longest of two
+        assert stored_old is not None and stored_old.pageview_count == 3
+        assert stored_old.current_url == "https://velos-martin.fr/b"  # the latest page
+        assert stored_old.last_seen_at == later + dt.timedelta(seconds=5)
+        assert stored_old.consent is True and stored_old.visitor_id == "c" * 32
+        assert cart is not None and cart.items == [{"name": "B"}] and cart.total == 2
+    finally:
+        await database.close()

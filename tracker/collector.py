@@ -36,6 +36,7 @@ from tracker.collect import (
     consent_granted,
     new_id,
 )
+from tracker.collector_pg import PostgresBatchWriter
 from tracker.errors import ApiError
 from tracker.models import Cart, Pageview, Site, TrackedSession
 
@@ -159,6 +160,11 @@ class Collector:
         # together (a pageview and a cart) must find one visit, not start two.
         self._finding: dict[str, asyncio.Future[None]] = {}
         self._statements = self._build_statements()
+        self._postgres = (
+            PostgresBatchWriter(engine, SESSIONS, PAGEVIEWS, CARTS, self._max_writers)
+            if self._dialect == "postgresql" and engine.dialect.driver == "asyncpg"
+            else None
+        )
 
     # -- reading -------------------------------------------------------------------------
 
@@ -456,6 +462,9 @@ class Collector:
                     pending.done.set_result(None)
 
     async def _write(self, grouped: dict[str, list[Row]]) -> None:
+        if self._postgres is not None:
+            await self._postgres.write(grouped)
+            return
         async with self._engine.begin() as connection:
             for name in WRITE_ORDER:
                 rows = grouped.get(name)
@@ -466,6 +475,12 @@ class Collector:
         """Wait for the writes in flight (shutdown)."""
         while self._writers:
             await asyncio.wait(list(self._writers))
+
+    async def close(self) -> None:
+        """Drain, then close the collector's own connections (if it has any)."""
+        await self.drain()
+        if self._postgres is not None:
+            await self._postgres.close()
 
 
 def _grouped(batch: Sequence[_Pending]) -> dict[str, list[Row]]:

@@ -26,8 +26,13 @@ def _prepare_sqlite_path(url: str) -> None:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """Open an async engine with the pragmas and pool settings each backend needs."""
+def create_engine(
+    url: str, *, pool_size: int = 10, server_settings: dict[str, str] | None = None
+) -> AsyncEngine:
+    """Open an async engine with the pragmas and pool settings each backend needs.
+
+    `server_settings` are PostgreSQL session settings for every connection of this engine.
+    """
     if url.startswith("sqlite"):
         _prepare_sqlite_path(url)
         engine = create_async_engine(url, connect_args={"timeout": 30})
@@ -47,8 +52,15 @@ def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
     # No pre-ping: it costs a round trip on every checkout, on the collect and webhook hot
     # paths. Connections are recycled before typical server/proxy idle timeouts instead, and a
     # connection that died anyway invalidates the pool on its first error.
+    connect_args: dict[str, Any] = {}
+    if server_settings:
+        connect_args["server_settings"] = server_settings
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
+        pool_recycle=1800,
+        connect_args=connect_args,
     )
 
 
