@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import secrets
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
@@ -195,7 +196,9 @@ def console(
     hub: Hub, queue_size: int = 256, stalled: bool = False
 ) -> tuple[Connection, FakeSocket]:
     socket = FakeSocket(stalled)
-    login = SimpleNamespace(expires_at=dt.datetime(2100, 1, 1, tzinfo=dt.UTC))
+    login = SimpleNamespace(
+        expires_at=dt.datetime(2100, 1, 1, tzinfo=dt.UTC), token_hash=secrets.token_hex(32)
+    )
     auth = SimpleNamespace(user=SimpleNamespace(account_id=1), login=login)
     connection = Connection(socket, auth, queue_size=queue_size)  # type: ignore[arg-type]
     hub.add(connection)
