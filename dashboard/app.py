@@ -11,7 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from dashboard import auth, console, demo, privacy_http, webhooks
+from dashboard import auth, console, demo, privacy_http, site_settings, webhooks
 from dashboard.api import http as api_http
 from dashboard.hub import http as hub_http
 from dashboard.reports import http as reports_http
@@ -109,6 +109,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     webhooks.setup(app)
     api_http.setup(app)
     privacy_http.setup(app)
+    site_settings.setup(app)
     return app
 
 

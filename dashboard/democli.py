@@ -31,7 +31,9 @@ async def _prepare(settings: Settings) -> tuple[str, list[str]]:
     try:
         async with database.begin() as db:
             site = await ensure_demo_site(db, clock)
-            site.settings = {**(site.settings or {}), "contact_widget": True}
+            if "contact_widget" not in (site.settings or {}):
+                # On by default in the demo; a merchant who turned it off keeps it off.
+                site.settings = {**(site.settings or {}), "contact_widget": True}
             held = await db.scalar(
                 select(func.count()).where(
                     TrackingNumber.site_id == site.id, TrackingNumber.state == "active"

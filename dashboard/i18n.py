@@ -153,6 +153,86 @@ TEXTS: dict[str, dict[str, str]] = {
         "fr": "Pas de connexion : réessayez dans un instant.",
     },
     "console.err_generic": {"en": "That did not work: {msg}", "fr": "L'action a échoué : {msg}"},
+    # Site settings page (dashboard/site_settings.py).
+    "settings.title": {"en": "Site settings", "fr": "Réglages du site"},
+    "settings.site": {"en": "Site", "fr": "Site"},
+    "settings.show": {"en": "Show", "fr": "Afficher"},
+    "settings.no_site": {
+        "en": "Your account has no site yet: create one with `calltrack site create`.",
+        "fr": "Votre compte n'a encore aucun site : créez-en un avec `calltrack site create`.",
+    },
+    "settings.unknown_site": {
+        "en": "No such site in your account.",
+        "fr": "Ce site n'existe pas dans votre compte.",
+    },
+    "settings.snippet": {"en": "Snippet", "fr": "Code de suivi"},
+    "settings.snippet_intro": {
+        "en": "Paste these two tags into the <head> of every page of {domain}.",
+        "fr": "Collez ces deux balises dans le <head> de chaque page de {domain}.",
+    },
+    "settings.copy": {"en": "Copy", "fr": "Copier"},
+    "settings.copied": {"en": "Copied", "fr": "Copié"},
+    "settings.widget": {"en": "Contact widget", "fr": "Widget de contact"},
+    "settings.widget_on": {
+        "en": "Show the “Call me back” button on the site",
+        "fr": "Afficher le bouton « Être rappelé » sur le site",
+    },
+    "settings.widget_hint": {
+        "en": "Visitors leave their number; the request appears in the advisor console.",
+        "fr": "Le visiteur laisse son numéro ; la demande apparaît dans la console conseiller.",
+    },
+    "settings.timezone": {"en": "Time zone", "fr": "Fuseau horaire"},
+    "settings.timezone_hint": {
+        "en": "The opening hours are read in this zone (an IANA name such as Europe/Paris).",
+        "fr": "Les horaires d'ouverture sont lus dans ce fuseau (un nom IANA comme Europe/Paris).",
+    },
+    "settings.hours": {"en": "Opening hours", "fr": "Horaires d'ouverture"},
+    "settings.hours_hint": {
+        "en": "One or more ranges per day, e.g. 09:00-12:30, 14:00-18:00. An empty day is closed; a range that ends before it starts runs past midnight. Requests made outside the hours are kept, and the visitor is told when you reopen.",
+        "fr": "Une ou plusieurs plages par jour, par ex. 09:00-12:30, 14:00-18:00. Un jour vide est fermé ; une plage qui finit avant de commencer passe minuit. Les demandes faites hors horaires sont gardées et le visiteur apprend quand vous rouvrez.",
+    },
+    "settings.always_open": {
+        "en": "Always open (no opening hours)",
+        "fr": "Toujours ouvert (pas d'horaires)",
+    },
+    "settings.closed": {"en": "Closed", "fr": "Fermé"},
+    "settings.now_open": {
+        "en": "Now in {zone}: {day} {time}, open.",
+        "fr": "En ce moment à {zone} : {day} {time}, ouvert.",
+    },
+    "settings.now_closed": {
+        "en": "Now in {zone}: {day} {time}, closed.",
+        "fr": "En ce moment à {zone} : {day} {time}, fermé.",
+    },
+    "settings.save": {"en": "Save", "fr": "Enregistrer"},
+    "settings.saved": {
+        "en": "Settings saved. Pages pick them up within five minutes (browsers keep the script that long).",
+        "fr": "Réglages enregistrés. Les pages les prennent en compte sous cinq minutes (le navigateur garde le script aussi longtemps).",
+    },
+    "settings.unchanged": {"en": "Nothing to change.", "fr": "Rien à modifier."},
+    "settings.not_saved": {
+        "en": "Nothing was saved: correct the fields marked below.",
+        "fr": "Rien n'a été enregistré : corrigez les champs signalés ci-dessous.",
+    },
+    "settings.err_timezone": {
+        "en": "Unknown time zone: use an IANA name such as Europe/Paris.",
+        "fr": "Fuseau horaire inconnu : utilisez un nom IANA comme Europe/Paris.",
+    },
+    "settings.err_range": {
+        "en": "Write time ranges like 09:00-12:30, 14:00-18:00 (24-hour clock).",
+        "fr": "Écrivez des plages comme 09:00-12:30, 14:00-18:00 (format 24 h).",
+    },
+    "settings.err_no_hours": {
+        "en": "Enter hours for at least one day, or tick “Always open”.",
+        "fr": "Indiquez des horaires pour au moins un jour, ou cochez « Toujours ouvert ».",
+    },
+    "settings.day.mon": {"en": "Monday", "fr": "Lundi"},
+    "settings.day.tue": {"en": "Tuesday", "fr": "Mardi"},
+    "settings.day.wed": {"en": "Wednesday", "fr": "Mercredi"},
+    "settings.day.thu": {"en": "Thursday", "fr": "Jeudi"},
+    "settings.day.fri": {"en": "Friday", "fr": "Vendredi"},
+    "settings.day.sat": {"en": "Saturday", "fr": "Samedi"},
+    "settings.day.sun": {"en": "Sunday", "fr": "Dimanche"},
 }
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import getpass
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -10,13 +12,20 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashboard.cli import emit, with_db
+from dashboard.site_settings import (
+    ContactSettings,
+    apply_contact_settings,
+    audit_settings_change,
+    check_timezone,
+)
 from telephony.carrier_factory import close_carrier, create_carrier
 from telephony.carriers.base import CarrierError
 from telephony.signature import webhook_urls
 from tracker.clock import SystemClock
 from tracker.config import Settings
+from tracker.contacts import parse_opening_spec
 from tracker.errors import ApiError, NotFound
-from tracker.models import TrackingNumber
+from tracker.models import Site, TrackingNumber
 from tracker.numbers.advise import advise
 from tracker.numbers.rules import SourceRule, parse_rule
 from tracker.numbers.service import NumberService, number_service_for
@@ -29,6 +38,14 @@ MIN_HOLD_MINUTES = 1
 MAX_HOLD_MINUTES = 24 * 60
 
 Work = Callable[[AsyncSession, NumberService], Awaitable[Any]]
+
+
+def cli_actor() -> str:
+    """Name the person at the terminal in the audit log, as the privacy commands do."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:
+        return "cli"
 
 
 async def _with_service(
@@ -200,9 +217,22 @@ async def cmd_numbers_advise(args: argparse.Namespace, settings: Settings) -> in
     return 0
 
 
+def _wanted_contact_settings(args: argparse.Namespace, site: Site) -> ContactSettings:
+    """Return the site's contact settings with what the command line changes."""
+    wanted = ContactSettings.of(site)
+    if args.contact_widget is not None:
+        wanted = dataclasses.replace(wanted, contact_widget=args.contact_widget == "on")
+    if args.opening_hours is not None:
+        wanted = dataclasses.replace(wanted, opening_hours=parse_opening_spec(args.opening_hours))
+    if args.timezone is not None:
+        wanted = dataclasses.replace(wanted, timezone=check_timezone(args.timezone))
+    return wanted
+
+
 async def cmd_site_set(args: argparse.Namespace, settings: Settings) -> int:
     async def work(db: AsyncSession) -> dict[str, Any]:
         site = await site_by_key(db, args.site)
+        pool_before = (site.lease_hold_minutes, site.pool_exhaustion, site.consent_mode)
         if args.hold_minutes is not None:
             if not MIN_HOLD_MINUTES <= args.hold_minutes <= MAX_HOLD_MINUTES:
                 raise ApiError(
@@ -214,12 +244,22 @@ async def cmd_site_set(args: argparse.Namespace, settings: Settings) -> int:
             site.pool_exhaustion = args.exhaustion
         if args.consent_mode is not None:
             site.consent_mode = args.consent_mode
+        changed = apply_contact_settings(site, _wanted_contact_settings(args, site))
+        pool_after = (site.lease_hold_minutes, site.pool_exhaustion, site.consent_mode)
+        for name, before, after in zip(
+            ("hold_minutes", "exhaustion", "consent_mode"), pool_before, pool_after, strict=True
+        ):
+            if before != after:
+                changed[name] = [before, after]
+        if changed:
+            await audit_settings_change(db, site, changed, SystemClock().now(), actor=cli_actor())
         await db.flush()
         return {
             "site_key": site.site_key,
             "hold_minutes": site.lease_hold_minutes,
             "exhaustion": site.pool_exhaustion,
             "consent_mode": site.consent_mode,
+            **ContactSettings.of(site).as_json(),
         }
 
     emit(await with_db(settings, work))
@@ -283,11 +323,25 @@ def register(commands: Any) -> Any:
     site_parser = commands.choices.get("site")
     site = _subcommands(site_parser) if site_parser is not None else None
     if site is not None:
-        settings = site.add_parser("set", help="change a site's number pool and consent settings")
+        settings = site.add_parser(
+            "set", help="change a site's number pool, consent, contact widget and opening hours"
+        )
         settings.add_argument("--site", required=True, help="site key")
         settings.add_argument("--hold-minutes", type=int, help="hold after last activity (30)")
         settings.add_argument("--exhaustion", choices=POOL_EXHAUSTION)
         settings.add_argument("--consent-mode", choices=CONSENT_MODES)
+        settings.add_argument(
+            "--contact-widget", choices=("on", "off"), help='the "call me back" button'
+        )
+        settings.add_argument(
+            "--opening-hours",
+            metavar="SPEC",
+            help='e.g. "mon-fri 09:00-12:30,14:00-18:00; sat 10:00-13:00" (days not named are '
+            'closed), "always", or a JSON object {"mon": [["09:00", "18:00"]]}',
+        )
+        settings.add_argument(
+            "--timezone", metavar="ZONE", help="IANA time zone of the hours, e.g. Europe/Paris"
+        )
         settings.set_defaults(handler=cmd_site_set)
 
         extra = site.add_parser("add-number", help="add a business number (e.g. after-sales)")

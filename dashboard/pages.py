@@ -56,6 +56,7 @@ NAV_ITEMS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("/console", "Console", "Console", ("advisor", "admin")),
     ("/dashboard", "Reports", "Rapports", ("marketer", "admin")),
     ("/dashboard/privacy", "Privacy", "Confidentialité", ("admin", "dpo")),
+    ("/dashboard/settings", "Settings", "Réglages", ("admin",)),
 ]
 
 

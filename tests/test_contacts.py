@@ -265,6 +265,7 @@ def test_next_opening_and_invalid_settings() -> None:
         {"monday": []},
         {"mon": [["9h", "18h"]]},
         {"mon": [["09:00", "09:00"]]},
+        {"mon": [["09:00+01:00", "18:00"]]},  # an offset would break the open/closed test
     ]
     for bad in bad_settings:
         with pytest.raises(ApiError) as raised:

@@ -10,12 +10,18 @@ Opening hours live in `Site.settings["opening_hours"]`, in the site's time zone:
 missing is closed, a range that ends before it starts runs past midnight, and no setting means
 always open. A request outside the hours is stored all the same and flagged, so the visitor can
 be told when they will be called.
+
+Merchants write the hours in a shorter form (`calltrack site set --opening-hours`, the settings
+page): `mon-fri 09:00-12:30,14:00-18:00; sat 10:00-13:00`, read by `parse_opening_spec` and
+written back by `format_opening_hours`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import re
 import zoneinfo
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +44,13 @@ CALLBACK = "callback"
 OUTCOME_TAGS = ("sale", "lead", "no_answer", "spam")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 CONSOLE_ROLES = ("advisor", "admin")
+FULL_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+# The `opening_hours` value that means "no setting": open at all times.
+ALWAYS = "always"
+# parse_opening_hours refuses more ranges than this on one day.
+MAX_RANGES_PER_DAY = 12
+# A week of hours fits in a few hundred characters; more is not a schedule.
+MAX_SPEC_LENGTH = 2000
 # A visitor's note to the advisor: a few sentences; longer text is refused, not cut silently.
 MAX_MESSAGE_LENGTH = 1000
 LANGUAGES = ("en", "fr")
@@ -85,6 +98,9 @@ def _parse_time(text: Any, *, end: bool) -> dt.time | None:
     if end and text == "24:00":
         return None
     parsed = dt.time.fromisoformat(text)
+    if parsed.tzinfo is not None:
+        # Hours are read in the site's time zone; an offset here would make them unusable.
+        raise ValueError("times carry no UTC offset")
     return parsed.replace(second=0, microsecond=0)
 
 
@@ -117,6 +133,166 @@ def parse_opening_hours(raw: Any) -> OpeningHours | None:
             parsed.append((start, finish))
         days[DAYS.index(name)] = tuple(parsed)
     return OpeningHours(days)
+
+
+# -- the merchant's form of the hours ------------------------------------------------------------
+
+HoursSetting = dict[str, list[list[str]]]
+_CLOCK = re.compile(r"(\d{1,2}):(\d{2})")
+_RANGE = re.compile(r"(\d{1,2}:\d{2})\s*[-–]\s*(\d{1,2}:\d{2})")
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError("invalid_opening_hours", message)
+
+
+def _clock_text(text: str, *, end: bool) -> str | None:
+    """Return `H:MM` as `HH:MM`, or None when it is no time of day (24:00 only as an end)."""
+    match = _CLOCK.fullmatch(text.strip())
+    if match is None:
+        return None
+    hours, minutes = int(match[1]), int(match[2])
+    if minutes > 59 or hours > 24 or (hours == 24 and (minutes or not end)):
+        return None
+    return f"{hours:02d}:{minutes:02d}"
+
+
+def _range(start_text: str, end_text: str, shown: str) -> list[str]:
+    start, end = _clock_text(start_text, end=False), _clock_text(end_text, end=True)
+    if start is None or end is None:
+        raise _invalid(f"{shown!r} is not a time range like 09:00-18:00")
+    if start == end:
+        raise _invalid(f"{shown!r} is an empty range")
+    return [start, end]
+
+
+def parse_time_ranges(text: str) -> list[list[str]]:
+    """Read one day's `09:00-12:30, 14:00-18:00` into stored ranges; an empty text is closed."""
+    ranges: list[list[str]] = []
+    for part in text.split(","):
+        item = part.strip()
+        if not item:
+            continue
+        match = _RANGE.fullmatch(item)
+        if match is None:
+            raise _invalid(f"{item!r} is not a time range like 09:00-18:00")
+        ranges.append(_range(match[1], match[2], item))
+    return _tidy(ranges)
+
+
+def _tidy(ranges: list[list[str]]) -> list[list[str]]:
+    unique = sorted({(start, end) for start, end in ranges})
+    if len(unique) > MAX_RANGES_PER_DAY:
+        raise _invalid(f"at most {MAX_RANGES_PER_DAY} time ranges a day")
+    return [[start, end] for start, end in unique]
+
+
+def _day(word: str) -> str:
+    if word in DAYS:
+        return word
+    if word in FULL_DAY_NAMES:
+        return DAYS[FULL_DAY_NAMES.index(word)]
+    raise _invalid(f"{word!r} is not a day: use {', '.join(DAYS)}")
+
+
+def _days(text: str, group: str) -> list[str]:
+    """Read `mon-fri`, `mon,wed`, `fri-mon` (a range may wrap past Sunday) into day names."""
+    words = re.sub(r"\s*[-–]\s*", "-", text.strip().lower())
+    if not words:
+        raise _invalid(f"{group!r}: name the days first, e.g. mon-fri 09:00-18:00")
+    days: list[str] = []
+    for word in re.split(r"[\s,]+", words):
+        if not word:
+            continue
+        first, dash, last = word.partition("-")
+        if not dash:
+            days.append(_day(word))
+            continue
+        index, stop = DAYS.index(_day(first)), _day(last)
+        while True:
+            days.append(DAYS[index])
+            if DAYS[index] == stop:
+                break
+            index = (index + 1) % len(DAYS)
+    return days
+
+
+def _spec_from_json(text: str) -> HoursSetting | None:
+    try:
+        raw = json.loads(text)
+    except ValueError as exc:
+        raise _invalid(f"the opening hours are not valid JSON ({exc})") from exc
+    if parse_opening_hours(raw) is None:
+        return None
+    hours: HoursSetting = {}
+    for day in DAYS:
+        if day in raw:
+            # Stricter than parse_opening_hours: only HH:MM, so what is stored reads back the same.
+            hours[day] = _tidy([_range(str(s), str(e), f"{s}-{e}") for s, e in raw[day]])
+    return hours
+
+
+def parse_opening_spec(text: str) -> HoursSetting | None:
+    """Read the merchant's form of the hours; None for `always`; raise ApiError when invalid.
+
+    `mon-fri 09:00-12:30,14:00-18:00; sat 10:00-13:00`: days (ranges, single days or lists)
+    then time ranges, groups separated by `;`; a day that is not named is closed. A JSON object
+    in the stored format is accepted as well.
+    """
+    spec = text.strip()
+    if len(spec) > MAX_SPEC_LENGTH:
+        raise _invalid(f"the opening hours are longer than {MAX_SPEC_LENGTH} characters")
+    if spec.lower() == ALWAYS:
+        return None
+    if spec.startswith(("{", "[")):
+        return _spec_from_json(spec)
+    collected: dict[str, list[list[str]]] = {}
+    for group in (part.strip() for part in spec.split(";")):
+        if not group:
+            continue
+        digit = re.search(r"\d", group)
+        if digit is None:
+            raise _invalid(
+                f"{group!r} has no hours: write e.g. sat 10:00-13:00 (a day not named is closed)"
+            )
+        days = _days(group[: digit.start()], group)
+        ranges = parse_time_ranges(group[digit.start() :])
+        for day in days:
+            collected.setdefault(day, []).extend(ranges)
+    if not collected:
+        raise _invalid(f"no opening hours given: write e.g. mon-fri 09:00-18:00, or {ALWAYS}")
+    hours = {day: _tidy(collected[day]) for day in DAYS if day in collected}
+    parse_opening_hours(hours)
+    return hours
+
+
+def format_time_ranges(ranges: Sequence[Sequence[str]], separator: str = ",") -> str:
+    """Write stored ranges as `09:00-12:30,14:00-18:00`."""
+    return separator.join(f"{start}-{end}" for start, end in ranges)
+
+
+def _day_runs(days: Sequence[str]) -> str:
+    runs: list[list[str]] = []
+    for day in days:
+        if runs and DAYS.index(day) == DAYS.index(runs[-1][-1]) + 1:
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return ",".join(run[0] if len(run) == 1 else f"{run[0]}-{run[-1]}" for run in runs)
+
+
+def format_opening_hours(hours: Mapping[str, Sequence[Sequence[str]]] | None) -> str:
+    """Write a valid `opening_hours` setting in the merchant's form (`always` without one)."""
+    if not hours:
+        return ALWAYS
+    days_by_ranges: dict[str, list[str]] = {}
+    for day in DAYS:
+        ranges = hours.get(day)
+        if ranges:
+            days_by_ranges.setdefault(format_time_ranges(ranges), []).append(day)
+    if not days_by_ranges:
+        return "closed"  # every named day has no range: never open (only JSON can say that)
+    return "; ".join(f"{_day_runs(days)} {ranges}" for ranges, days in days_by_ranges.items())
 
 
 def _zone(site: Site) -> zoneinfo.ZoneInfo:
