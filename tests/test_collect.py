@@ -567,3 +567,23 @@ async def test_one_postgresql_batch_merges_what_one_statement_cannot_apply_twice
         assert cart is not None and cart.items == [{"name": "B"}] and cart.total == 2
     finally:
         await database.close()
+
+
+async def test_session_settings_outlive_the_pools_reset_on_checkin(postgresql_url: str) -> None:
+    """The collect writer's connections plan each batch afresh (tracker/collector_pg.py): the
+    setting must hold on every later checkout, not only the first."""
+    from sqlalchemy import text
+
+    from tracker.db import create_engine
+
+    engine = create_engine(
+        postgresql_url, pool_size=1, session_settings={"plan_cache_mode": "force_custom_plan"}
+    )
+    try:
+        for _ in range(3):
+            async with engine.connect() as connection:
+                mode = (await connection.execute(text("SHOW plan_cache_mode"))).scalar()
+                assert mode == "force_custom_plan"
+                await connection.rollback()
+    finally:
+        await engine.dispose()

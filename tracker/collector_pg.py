@@ -59,7 +59,7 @@ class PostgresBatchWriter:
         self._engine = create_engine(
             engine.url.render_as_string(hide_password=False),
             pool_size=writers,
-            server_settings={
+            session_settings={
                 "plan_cache_mode": "force_custom_plan",
                 "application_name": "calltrack-collect",
             },

@@ -27,11 +27,12 @@ def _prepare_sqlite_path(url: str) -> None:
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, server_settings: dict[str, str] | None = None
+    url: str, *, pool_size: int = 10, session_settings: dict[str, str] | None = None
 ) -> AsyncEngine:
     """Open an async engine with the pragmas and pool settings each backend needs.
 
-    `server_settings` are PostgreSQL session settings for every connection of this engine.
+    `session_settings` are PostgreSQL settings applied with SET on every new connection of this
+    engine (not as startup parameters, which connection poolers such as PgBouncer refuse).
     """
     if url.startswith("sqlite"):
         _prepare_sqlite_path(url)
@@ -52,16 +53,23 @@ def create_engine(
     # No pre-ping: it costs a round trip on every checkout, on the collect and webhook hot
     # paths. Connections are recycled before typical server/proxy idle timeouts instead, and a
     # connection that died anyway invalidates the pool on its first error.
-    connect_args: dict[str, Any] = {}
-    if server_settings:
-        connect_args["server_settings"] = server_settings
-    return create_async_engine(
-        url,
-        pool_size=pool_size,
-        max_overflow=pool_size * 2,
-        pool_recycle=1800,
-        connect_args=connect_args,
+    engine = create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size * 2, pool_recycle=1800
     )
+    if session_settings:
+        statements = [f"SET {name} = '{value}'" for name, value in session_settings.items()]
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _session_settings(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            for statement in statements:
+                cursor.execute(statement)
+            cursor.close()
+            # The driver adapter opened a transaction for them: commit, or the pool's reset
+            # on checkin would roll the settings back.
+            dbapi_connection.commit()
+
+    return engine
 
 
 class Database:
