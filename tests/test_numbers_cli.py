@@ -3,37 +3,16 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.cli import run_cli
 
 from dashboard import cli_extra, numbers_cli
-from dashboard.cli import main
 
 Run = Callable[..., tuple[int, Any, str]]
-
-
-def _in_thread(argv: list[str]) -> int:
-    """Run the CLI in a fresh thread: its asyncio.run needs a thread without a running loop."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["rc"] = main(argv)
-        except SystemExit as exc:
-            box["rc"] = exc.code
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return int(box["rc"])
 
 
 @pytest.fixture
@@ -55,7 +34,7 @@ def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureF
     monkeypatch.setattr(cli_extra, "register", register)
 
     def invoke(*argv: str, parse: bool = True) -> tuple[int, Any, str]:
-        code = _in_thread(list(argv))
+        code = run_cli(list(argv))
         out, err = capsys.readouterr()
         return code, json.loads(out) if parse and code == 0 else out, err
 

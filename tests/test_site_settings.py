@@ -9,7 +9,6 @@ import datetime as dt
 import json
 import re
 import secrets
-import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +17,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 from support.app import make_settings
+from support.cli import run_cli
 from test_reports import sign_in
 
 from dashboard import cli_extra, numbers_cli
 from dashboard.app import create_app
-from dashboard.cli import main
 from dashboard.pages import top_nav
 from dashboard.site_settings import BASE, check_timezone
 from tracker import appkeys
@@ -134,26 +133,6 @@ def test_time_zones_are_checked_and_spelled_as_iana_does() -> None:
 # -- the command line ------------------------------------------------------------------------------
 
 
-def _in_thread(argv: list[str]) -> int:
-    """Run the CLI in a fresh thread: its asyncio.run needs a thread without a running loop."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["rc"] = main(argv)
-        except SystemExit as exc:
-            box["rc"] = exc.code
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return int(box["rc"])
-
-
 Run = Callable[..., tuple[int, Any, str]]
 
 
@@ -176,7 +155,7 @@ def run(
     monkeypatch.setattr(cli_extra, "register", register)
 
     def invoke(*argv: str) -> tuple[int, Any, str]:
-        code = _in_thread(list(argv))
+        code = run_cli(list(argv))
         out, err = capsys.readouterr()
         return code, json.loads(out) if code == 0 else out, err
 
