@@ -178,6 +178,15 @@ class Collector:
         self.cache.put(session)
         return session
 
+    def _cached_session(
+        self, site: Site, event: CollectEvent, now: dt.datetime
+    ) -> TrackedSession | None:
+        """The event's visit when this worker's cache proves it active (most events)."""
+        if not event.session_id:
+            return None
+        session = self.cache.get(event.session_id)
+        return session if _usable(session, site, event, now - SESSION_TIMEOUT) else None
+
     async def _find_session_once(
         self, site: Site, event: CollectEvent, anon_key: str | None, now: dt.datetime
     ) -> TrackedSession | None:
@@ -204,11 +213,7 @@ class Collector:
         cutoff = now - SESSION_TIMEOUT
 
         def usable(session: TrackedSession | None) -> bool:
-            return (
-                session is not None
-                and session.site_id == site.id
-                and (session.last_seen_at > cutoff or event.type == "leave")
-            )
+            return _usable(session, site, event, cutoff)
 
         if event.session_id:
             session = self.cache.get(event.session_id)
@@ -267,8 +272,12 @@ class Collector:
     ) -> CollectResult:
         now = self._clock.now()
         consent = consent_granted(site, event, client)
-        anon_key = anon_visit_key(self._secret, site.id, client, now)
-        session = await self._find_session_once(site, event, anon_key, now)
+        anon_key: str | None = None
+        session = self._cached_session(site, event, now)
+        if session is None:
+            # Only a visit this worker does not hold needs the keyed hash (an HMAC per event).
+            anon_key = anon_visit_key(self._secret, site.id, client, now)
+            session = await self._find_session_once(site, event, anon_key, now)
         if session is not None:
             inserting = self._inserting.get(session.id)
             if inserting is not None and not inserting.done():
@@ -499,6 +508,17 @@ def _grouped(batch: Sequence[_Pending]) -> dict[str, list[Row]]:
             # Stable: one row's updates keep their order (the latest page wins).
             rows.sort(key=itemgetter(key))
     return grouped
+
+
+def _usable(
+    session: TrackedSession | None, site: Site, event: CollectEvent, cutoff: dt.datetime
+) -> bool:
+    """A visit of this site, active since `cutoff` (a closing `leave` may come later)."""
+    return (
+        session is not None
+        and session.site_id == site.id
+        and (session.last_seen_at > cutoff or event.type == "leave")
+    )
 
 
 def _consent_row(session: TrackedSession) -> dict[str, Any]:
