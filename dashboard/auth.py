@@ -245,8 +245,13 @@ async def logout(request: web.Request) -> web.Response:
             await db.execute(
                 delete(LoginSession).where(LoginSession.token_hash == auth.login.token_hash)
             )
+            ip = client_ip(request, request.app[appkeys.SETTINGS].trusted_proxies)
             await audit(
-                db, action="auth.logout", at=request.app[appkeys.CLOCK].now(), user=auth.user
+                db,
+                action="auth.logout",
+                at=request.app[appkeys.CLOCK].now(),
+                user=auth.user,
+                ip_truncated=truncate_ip(ip),
             )
         # This browser's open consoles stop receiving visitors' data now (other workers close
         # theirs within `LOGIN_RECHECK`, see dashboard.hub.http).
