@@ -17,7 +17,7 @@ from sqlalchemy import select
 from dashboard import console_commands
 from dashboard.auth import require
 from dashboard.i18n import TEXTS, pick_language, t
-from dashboard.pages import escape, new_nonce, render_page
+from dashboard.pages import NAV_ITEMS, escape, new_nonce, render_page
 from tracker import appkeys
 from tracker.models import Site
 
@@ -44,8 +44,11 @@ def console_texts(lang: str) -> dict[str, str]:
 
 
 def _shell(lang: str, email: str, role: str, csrf: str, sites: list[Site]) -> str:
-    reports = (
-        f'<a href="/dashboard">{escape(t("dashboard", lang))}</a>' if role != "advisor" else ""
+    # The same destinations as the other pages' header (reports, privacy, settings by role).
+    others = "".join(
+        f'<a href="{path}">{escape(fr if lang == "fr" else en)}</a>'
+        for path, en, fr, roles in NAV_ITEMS
+        if path != "/console" and role in roles
     )
     options = "".join(
         f'<option value="{escape(site.site_key)}">{escape(site.name)}</option>' for site in sites
@@ -56,7 +59,7 @@ def _shell(lang: str, email: str, role: str, csrf: str, sites: list[Site]) -> st
         '<header class="top console-top">'
         '<a class="brand" href="/console">Calltrack</a>'
         '<nav aria-label="Calltrack">'
-        f'<a href="/console" aria-current="page">{escape(t("console", lang))}</a>{reports}</nav>'
+        f'<a href="/console" aria-current="page">{escape(t("console", lang))}</a>{others}</nav>'
         '<label class="site-filter"><span class="sr-only">'
         f'{escape(t("console.sites", lang))}</span><select id="site-filter">'
         f'<option value="">{escape(t("console.all_sites", lang))}</option>{options}</select></label>'

@@ -24,7 +24,6 @@ TEXTS: dict[str, dict[str, str]] = {
         "fr": "Votre rôle ne donne pas accès à cette page.",
     },
     "console": {"en": "Console", "fr": "Console"},
-    "dashboard": {"en": "Reports", "fr": "Rapports"},
     # Advisor console (dashboard/console.py); the "console." keys also go to console.js.
     "console.title": {"en": "Advisor console", "fr": "Console conseiller"},
     "console.noscript": {
