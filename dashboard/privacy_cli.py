@@ -209,9 +209,15 @@ async def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
                              records=person.record_refs())  # fmt: skip
                 emit({"would_erase": person.counts(), "hint": "run again with --yes to erase"})
                 return 1
+            hub = None
+            if client is not None:
+                # The shared hub's streams (with Redis); the in-process hub lives in the server.
+                from dashboard.hub.redis import RedisHub
+
+                hub = RedisHub(client, settings.redis_prefix, SystemClock())
             report = await erase_person(
                 db, person, secret_key=settings.secret_key, export_dir=Path(args.export_dir),
-                now=now, pool=pool, drop_exclusion=args.drop_exclusion,
+                now=now, pool=pool, drop_exclusion=args.drop_exclusion, hub=hub,
             )  # fmt: skip
             # Names no identifier: the erased person must not reappear through this entry.
             await _audit(db, person, "privacy.erase", now, f"erasure:{report.erasure_id}",

@@ -884,10 +884,11 @@ async def erase(request: web.Request) -> web.Response:
                 await _audit(db, ctx, "privacy.erase_preview", None,
                              subject=person.subject(ctx.secret), records=person.record_refs())  # fmt: skip
             else:
+                hub = request.app.get(appkeys.HUB)
                 report = await erase_person(
                     db, person, secret_key=ctx.secret,
                     export_dir=request.app[appkeys.PRIVACY_EXPORT_DIR], now=ctx.now, pool=pool,
-                    drop_exclusion=drop,
+                    drop_exclusion=drop, hub=hub.backend if hub is not None else None,
                 )  # fmt: skip
                 # Names no identifier: the erased person must not reappear through this entry.
                 await _audit(db, ctx, "privacy.erase", f"erasure:{report.erasure_id}",

@@ -139,6 +139,25 @@ async def test_events_are_kept_ten_minutes_then_a_late_reader_is_told_of_the_gap
     assert (await backend.read_after(SITE_A, "0-0")).gap is False
 
 
+async def test_erasure_deletes_the_stored_events_that_name_the_person(
+    backend: HubBackend,
+) -> None:
+    """A console resuming after an erasure must not be replayed the erased visitor's pages."""
+    erased, kept = "a" * 32, "b" * 32
+    at = "2026-01-05T09:00:00+00:00"
+    for session in (erased, kept, erased):
+        data = json.dumps({"session": {"id": session}, "page": {"url": "https://velos.fr/"}})
+        await backend.publish(SITE_A, "visitor.pageview", at, data)
+    other_site = await backend.publish(SITE_B, "visitor.pageview", at, json.dumps({"s": erased}))
+    assert await backend.forget([SITE_A], {erased}) == 2
+    replay = await backend.read_after(SITE_A, "0-0")
+    assert [json.loads(e.data)["session"]["id"] for e in replay.events] == [kept]
+    # Only the sites asked for; nothing else named: nothing deleted.
+    assert [e.id for e in (await backend.read_after(SITE_B, "0-0")).events] == [other_site.id]
+    assert await backend.forget([SITE_A], {"c" * 32}) == 0
+    assert await backend.forget([SITE_A], set()) == 0
+
+
 async def test_followed_streams_are_relayed_and_others_are_not(backend: HubBackend) -> None:
     await backend.follow([SITE_A])
     events = backend.stream_events()

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select
 
 import dashboard.models_registry  # noqa: F401  (every model, for the table scan)
+from dashboard.hub.redis import RedisHub
 from tracker.audit import audit
 from tracker.clock import FrozenClock
 from tracker.db import Database
@@ -252,6 +253,8 @@ async def scan_redis(redis: Redis, prefix: str, tokens: set[str]) -> list[str]:
             content = await redis.smembers(key)
         elif kind == "list":
             content = await redis.lrange(key, 0, -1)
+        elif kind == "stream":
+            content = await redis.xrange(key)
         else:
             content = await redis.dump(key)
         text = repr(key) + repr(content)
@@ -291,19 +294,31 @@ async def test_erasure_leaves_nothing_identifying_in_any_table_or_redis(
     await pool.load(key, PoolSnapshot(free={}, held=[HeldLease(seeded.number_id,
                     seeded.session_ids[0], NOW + dt.timedelta(minutes=30))]), NOW)  # fmt: skip
     tokens = identifying_tokens(seeded, phone)
+    # The live hub's recent events: the person's page and ringing call, and a bystander's page.
+    hub = RedisHub(redis, redis_prefix, FrozenClock(NOW))
+    at = NOW.isoformat()
+    for data in ({"session": {"id": seeded.session_ids[0]}, "page": {"url": "https://v.fr/"}},
+                 {"call": {"caller": phone, "session_id": seeded.session_ids[1]}},
+                 {"session": {"id": seeded.bystander_session}}):  # fmt: skip
+        await hub.publish(seeded.site.id, "visitor.pageview", at, json.dumps(data))
     before = await scan_database(database, tokens)
     assert {"sessions", "pageviews", "leases", "calls", "carrier_events", "contact_requests",
             "audit_log", "webhook_deliveries", "privacy_restrictions",
             "privacy_exclusions"} <= set(before)  # fmt: skip
-    assert await scan_redis(redis, redis_prefix, tokens)
+    assert hub.stream_key(seeded.site.id) in await scan_redis(redis, redis_prefix, tokens)
     assert len(await asyncio.to_thread(lambda: list(tmp_path.iterdir()))) == 1
 
     async with database.begin() as db:
         person = await find_person(db, seeded.scope, SubjectQuery("phone", phone), SECRET)
         assert person.session_ids == set(seeded.session_ids)
         report = await erase_person(db, person, secret_key=SECRET, export_dir=tmp_path, now=NOW,
-                                    pool=pool, drop_exclusion=True)  # fmt: skip
+                                    pool=pool, drop_exclusion=True, hub=hub)  # fmt: skip
 
+    assert report.live_events_deleted == 2
+    kept = await hub.read_after(seeded.site.id, "0-0")
+    assert [json.loads(e.data) for e in kept.events] == [
+        {"session": {"id": seeded.bystander_session}}
+    ]
     assert report.tables["sessions"] == {"deleted": 2}
     assert report.tables["pageviews"] == {"deleted": 4}
     assert report.tables["carts"] == {"deleted": 1}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from dataclasses import dataclass
 
 # Ids are Redis stream ids, "<milliseconds>-<sequence>", compared as integer pairs.
@@ -73,6 +73,11 @@ class HubBackend(ABC):
         """Return the stream's events after `after`, oldest first, and whether some are lost."""
         # `gap` is true unless `after` is "0-0" or the event `after` itself is still held:
         # trimming only drops the oldest events, so then nothing after it was dropped.
+
+    @abstractmethod
+    async def forget(self, site_ids: Iterable[int], tokens: Collection[str]) -> int:
+        """Delete the stored events of these sites whose data names any of `tokens` (erasure);
+        return how many were deleted. Consoles resuming later no longer receive them."""
 
     def may_be_wanted(self, site_id: int) -> bool:
         """Tell whether an event of this site could reach a console, live or on resume.

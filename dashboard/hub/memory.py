@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from dataclasses import dataclass, field
 
 from dashboard.hub.backend import (
@@ -92,6 +92,23 @@ class MemoryHub(HubBackend):
             newer.append(event)
         newer.reverse()
         return Replay(newer, gap=not held_after)
+
+    async def forget(self, site_ids: Iterable[int], tokens: Collection[str]) -> int:
+        if not tokens:
+            return 0
+        removed = 0
+        for site_id in set(site_ids):
+            stream = self._streams.get(site_id)
+            if stream is None:
+                continue
+            kept = deque(
+                (key, event)
+                for key, event in stream.events
+                if not any(token in event.data for token in tokens)
+            )
+            removed += len(stream.events) - len(kept)
+            stream.events = kept
+        return removed
 
     def may_be_wanted(self, site_id: int) -> bool:
         """Only this process has consoles: a site nobody followed within the retention window

@@ -11,7 +11,7 @@ import asyncio
 import datetime as dt
 import logging
 import secrets
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -93,6 +93,27 @@ class RedisHub(HubBackend):
             # This worker's clock is behind another's: let Redis pick the next id.
             event_id = await self._append(site_id, fields, "*", now_ms)
         return StoredEvent(site_id, event_id, kind, at, data)
+
+    async def forget(self, site_ids: Iterable[int], tokens: Collection[str]) -> int:
+        if not tokens:
+            return 0
+        removed = 0
+        for site_id in set(site_ids):
+            key = self.stream_key(site_id)
+            doomed: list[str] = []
+            start = "-"
+            while True:
+                page: Any = await self._redis.xrange(key, min=start, max="+", count=REPLAY_PAGE)
+                for entry_id, fields in page:
+                    data = _text(fields.get(b"d", fields.get("d", b"")))
+                    if any(token in data for token in tokens):
+                        doomed.append(_text(entry_id))
+                if len(page) < REPLAY_PAGE:
+                    break
+                start = "(" + _text(page[-1][0])
+            for index in range(0, len(doomed), 1000):
+                removed += int(await self._redis.xdel(key, *doomed[index : index + 1000]))
+        return removed
 
     async def _append(self, site_id: int, fields: dict[str, str], new_id: str, now_ms: int) -> str:
         key = self.stream_key(site_id)

@@ -10,9 +10,12 @@
 - the exclusion list keeps its keyed hash unless asked otherwise: erasing a person who objected
   must not start tracking them again.
 
-Not erased here, by design: the live hub's Redis streams, which expire on their own within 15
-minutes (see docs/hub-protocol.md), and the audio of recordings, which the carrier keeps (its
-references are removed; delete the audio in the carrier's console or with its API).
+- the live hub's recent events (kept up to 15 minutes for consoles that resume, in process or in
+  Redis) that name the person are deleted, when the caller passes the hub;
+
+Not erased here: the audio of recordings, which the carrier keeps (its references are removed;
+delete the audio in the carrier's console or with its API), and what an open console already
+shows until it reloads.
 
 Erasure is idempotent: a second run finds nothing and reports zeros.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -55,6 +59,12 @@ class PoolReleaser(Protocol):
     async def release(self, pool: str, session_id: str, now: dt.datetime) -> int | None: ...
 
 
+class HubForgetter(Protocol):
+    """The live hub's backend (`dashboard.hub.backend.HubBackend.forget`)."""
+
+    async def forget(self, site_ids: Iterable[int], tokens: Collection[str]) -> int: ...
+
+
 @dataclass
 class ErasureReport:
     """What was done, table by table: {"sessions": {"deleted": 2}, "calls": {"anonymised": 1}}."""
@@ -63,6 +73,7 @@ class ErasureReport:
     tables: dict[str, dict[str, int]] = field(default_factory=dict)
     redis_released: int = 0
     files_deleted: int = 0
+    live_events_deleted: int = 0
 
     def add(self, table: str, what: str, count: int) -> None:
         if count:
@@ -82,6 +93,7 @@ class ErasureReport:
             "tables": self.tables,
             "number_pool_released": self.redis_released,
             "export_files_deleted": self.files_deleted,
+            "live_events_deleted": self.live_events_deleted,
             "total": self.total,
         }
 
@@ -139,12 +151,17 @@ async def erase_person(
     now: dt.datetime,
     pool: PoolReleaser | None = None,
     drop_exclusion: bool = False,
+    hub: HubForgetter | None = None,
 ) -> ErasureReport:
     """Erase everything found for `person`, in the caller's transaction; report counts."""
     report = ErasureReport(erasure_id=secrets.token_hex(8))
     substrings, exact = person.text_tokens(secret_key)
     session_ids = set(person.session_ids)
     report.redis_released = await _release_numbers(db, person, pool, now)
+    if hub is not None and substrings:
+        sites = {s.site_id for s in person.sessions} | {c.site_id for c in person.calls}
+        sites |= {r.site_id for r in person.contact_requests}
+        report.live_events_deleted = await hub.forget(sites, substrings)
 
     for record in person.exports:
         if delete_export_file(export_dir, record):
