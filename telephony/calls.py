@@ -695,10 +695,6 @@ class CallListeners:
                 # other listeners.
                 log.error("call listener %r failed", listener, exc_info=result)
 
-    @property
-    def pending(self) -> int:
-        return len(self._running)
-
     async def drain(self) -> None:
         """Wait until every notification scheduled so far (and any they schedule) has run."""
         while self._running:

@@ -16,7 +16,6 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Table, and_, bindparam, select, update
@@ -71,14 +70,6 @@ WRITE_ORDER = (
     "durations",
     "carts",
 )
-# Updates of existing rows, and the key that names the row: a batch sorts them by it so two
-# batches written at once lock rows in the same order (no deadlock between them).
-UPDATE_KEYS = {
-    "session_pages": "b_id",
-    "session_seen": "b_id",
-    "session_consent": "b_id",
-    "durations": "b_session",
-}
 
 
 @dataclass(slots=True)
@@ -152,19 +143,22 @@ class Collector:
         self.cache = SessionCache()
         self._queue: list[_Pending] = []
         self._writers: set[asyncio.Task[None]] = set()
-        self._max_writers = POSTGRES_WRITERS if self._dialect == "postgresql" else 1
+        # PostgreSQL (asyncpg) writes a batch as one statement of its own, with rows in lock
+        # order (tracker/collector_pg.py); anything else takes the generic one-writer path.
+        one_statement = self._dialect == "postgresql" and engine.dialect.driver == "asyncpg"
+        self._max_writers = POSTGRES_WRITERS if one_statement else 1
         # Sessions whose first row is in a batch not yet committed: a later event of the same
         # visit waits for that commit, so it can never be written (by the other writer) first.
         self._inserting: dict[str, asyncio.Future[None]] = {}
         # Lookups in progress by keyed visit hash: two first events of one browser that arrive
         # together (a pageview and a cart) must find one visit, not start two.
         self._finding: dict[str, asyncio.Future[None]] = {}
-        self._statements = self._build_statements()
         self._postgres = (
             PostgresBatchWriter(engine, SESSIONS, PAGEVIEWS, CARTS, self._max_writers)
-            if self._dialect == "postgresql" and engine.dialect.driver == "asyncpg"
+            if one_statement
             else None
         )
+        self._statements = self._build_statements() if self._postgres is None else {}
 
     # -- reading -------------------------------------------------------------------------
 
@@ -493,20 +487,11 @@ class Collector:
 
 
 def _grouped(batch: Sequence[_Pending]) -> dict[str, list[Row]]:
-    """Group a batch's rows by statement; updates sorted by row key (same lock order)."""
+    """Group a batch's rows by statement, each statement's rows in arrival order."""
     grouped: dict[str, list[Row]] = {}
     for pending in batch:
         for name, row in pending.writes:
-            rows = grouped.get(name)
-            if rows is None:
-                grouped[name] = [row]
-            else:
-                rows.append(row)
-    for name, key in UPDATE_KEYS.items():
-        rows = grouped.get(name)
-        if rows is not None and len(rows) > 1:
-            # Stable: one row's updates keep their order (the latest page wins).
-            rows.sort(key=itemgetter(key))
+            grouped.setdefault(name, []).append(row)
     return grouped
 
 

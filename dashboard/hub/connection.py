@@ -377,9 +377,6 @@ class Hub:
         """Whether publishing a visitor event of this site can reach anyone (see backends)."""
         return self.backend is not None and self.backend.may_be_wanted(site_id)
 
-    def subscriber_count(self, site_id: int) -> int:
-        return len(self._subscribers.get(site_id, ()))
-
     async def _dispatch(self, backend: HubBackend) -> None:
         while True:
             try:
