@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PORT ?= 8080
 
-.PHONY: run test lint bench-collect clean
+.PHONY: run test lint snippet bench-collect clean
 
 $(VENV)/.installed-runtime: pyproject.toml
 	bash infra/venv.sh $(PYTHON) $(VENV) runtime
@@ -20,6 +20,10 @@ run: $(VENV)/.installed-runtime
 ## Install what the tests need (Chromium, PostgreSQL, Redis), start them, run the whole suite.
 test:
 	bash infra/test.sh
+
+## Rebuild widget/static/calltrack.min.js (what the server sends) after editing calltrack.js.
+snippet:
+	bash infra/build-snippet.sh
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check tracker telephony widget dashboard tests

@@ -416,6 +416,16 @@ async def test_preflight_and_snippet_are_cross_origin(
             "international": "+33 1 23 45 67 89",
         }
     ]
+    # Sent gzipped to browsers (they all accept it), plain to clients that do not.
+    assert script.headers["Content-Encoding"] == "gzip"
+    assert script.headers["Vary"] == "Accept-Encoding"
+    plain = await client.get(f"/ct.js?k={site.site_key}", headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers and await plain.text() == text
+    refused = await client.get(
+        f"/ct.js?k={site.site_key}", headers={"Accept-Encoding": "br, gzip;q=0"}
+    )
+    assert "Content-Encoding" not in refused.headers and await refused.text() == text
+    assert plain.headers["ETag"] != script.headers["ETag"]
     again = await client.get(
         f"/ct.js?k={site.site_key}", headers={"If-None-Match": script.headers["ETag"]}
     )

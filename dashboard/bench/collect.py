@@ -193,6 +193,11 @@ async def run(args: argparse.Namespace, settings: Any) -> int:
         ("p99 ms (ours)", data["p99_ms"]),
         ("errors", data["errors"]),
         ("snippet gzip bytes (<= 3000)", data["snippet"].get("gzipped")),
+        ("  as served, one business number", data["snippet"].get("served_gzipped")),
+        (
+            "  two numbers + contact widget loader",
+            data["snippet"].get("served_gzipped_two_numbers_contact_widget"),
+        ),
     ]
     output(args, "calltrack bench collect (one worker, PostgreSQL)", data, rows)
     return 0
