@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import pytest
 
@@ -499,15 +498,15 @@ def test_values_are_clipped_to_the_stored_column_widths() -> None:
     assert attribution.campaign is not None and len(attribution.campaign) == 300
 
 
-def test_classification_is_fast_enough_for_the_collect_path() -> None:
+def test_many_distinct_sessions_classify_independently() -> None:
+    # Distinct click ids and referrer hosts: no answer depends on what was classified before
+    # (the per-process caches are keyed by the whole input). Speed is the collect bench's.
     sessions = [
         (landing(f"utm_source=google&utm_medium=cpc&gclid={i}"), "https://www.google.com/")
         for i in range(3_000)
     ]
     sessions += [(f"{SITE}p/{i}", f"https://site{i}.example.org/") for i in range(3_000)]
-    start = time.perf_counter()
-    for url, referrer in sessions:
-        classify(url, referrer, site_domain="velos-martin.fr")
-    per_call = (time.perf_counter() - start) / len(sessions)
-    # Typically ~40 µs; the bound only catches an accidental quadratic or a list scan.
-    assert per_call < 1e-3, f"{per_call * 1e6:.0f} µs per session"
+    channels = [
+        classify(url, referrer, site_domain="velos-martin.fr").channel for url, referrer in sessions
+    ]
+    assert channels == ["Paid Search"] * 3_000 + ["Referral"] * 3_000

@@ -2,7 +2,7 @@
 
 The merchant pages come from http://127.0.0.1:PORT and the snippet and collect endpoint from
 http://localhost:PORT: two origins, as on a real site. The script is served the way the server
-serves it (`window.__calltrack_cfg=...;` + rjsmin(source)). End-to-end tests against the real
+serves it (`window.__calltrack_cfg=...;` + calltrack.min.js, built from calltrack.js). End-to-end tests against the real
 server live in test_tracking_browser.py.
 """
 
@@ -18,19 +18,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import rjsmin
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page
 
 from tracker.phones import phone_forms
+from widget.http import minified_snippet
 
 pytestmark = pytest.mark.browser
 
-SNIPPET = Path(__file__).resolve().parents[1] / "widget" / "static" / "calltrack.js"
 STUB = (
     "<script>window.calltrack=window.calltrack||function(){"
     "(calltrack.q=calltrack.q||[]).push(arguments)};</script>"
@@ -103,7 +101,7 @@ class Site:
 class Registry:
     def __init__(self) -> None:
         self.sites: dict[str, Site] = {}
-        self.snippet = rjsmin.jsmin(SNIPPET.read_text(encoding="utf-8"))
+        self.snippet = minified_snippet()
 
 
 def _handler(registry: Registry) -> type[BaseHTTPRequestHandler]:
@@ -856,69 +854,3 @@ def test_missing_configuration_stays_silent(site: Site, visitor: Callable[..., V
     v.page.wait_for_timeout(100)
     assert site.events == []
     assert v.text("#n") == "01 23 45 67 89"
-
-
-# ---------------------------------------------------------------------------------------------
-# Main-thread cost
-
-
-def product_list(count: int) -> str:
-    products = "".join(
-        f'<li class="p"><a href="/p/{i}"><span>Produit {i}</span></a> <b>{i * 7 % 100},99 €</b>'
-        f"<small>Réf. {1000 + i} · livré le 12/0{i % 9 + 1}/2025</small></li>"
-        for i in range(count)
-    )
-    return (
-        '<header>Service client <a href="tel:+33123456789">01 23 45 67 89</a></header>'
-        f"<ul>{products}</ul><footer>+33 (0)1 23 45 67 89 · 01 98 76 54 32</footer>"
-    )
-
-
-def snippet_main_thread_ms(browser: Browser, v: Visitor, url: str) -> tuple[float, float]:
-    """CPU and wall time of the main-thread tasks that run the snippet, from a Chromium trace.
-
-    The trace attributes the script's evaluation and its callbacks (timers, observers,
-    listeners) to its URL; CPU time (`tdur`) does not count the time this shared test machine
-    spends running other processes, which wall time does.
-    """
-    browser.start_tracing(page=v.page, categories=["devtools.timeline"])
-    v.page.goto(url)
-    v.page.wait_for_function("document.querySelector('header').textContent.includes('09 87')")
-    v.page.wait_for_timeout(200)
-    events = json.loads(browser.stop_tracing())["traceEvents"]
-    ours = sorted(
-        (
-            e
-            for e in events
-            if e.get("ph") == "X"
-            and e.get("name") in ("EvaluateScript", "FunctionCall")
-            and "/ct.js" in str(((e.get("args") or {}).get("data") or {}).get("url", ""))
-        ),
-        key=lambda e: (e["tid"], e["ts"]),
-    )
-    cpu = wall = 0.0
-    ends: dict[int, int] = {}
-    for event in ours:  # nested calls are inside their parent's time already
-        if event["ts"] < ends.get(event["tid"], -1):
-            continue
-        ends[event["tid"]] = event["ts"] + event.get("dur", 0)
-        cpu += event.get("tdur", 0) / 1000
-        wall += event.get("dur", 0) / 1000
-    assert ours, "no trace event of the snippet"
-    return cpu, wall
-
-
-@pytest.mark.parametrize(("products", "budget_ms"), [(300, 10.0), (1500, 20.0)])
-def test_main_thread_time_on_load(
-    browser: Browser,
-    site: Site,
-    visitor: Callable[..., Visitor],
-    products: int,
-    budget_ms: float,
-) -> None:
-    """A product list (300 items: about 1,200 text nodes, 33 kB of text; 1,500: five times that)."""
-    url = site.page(product_list(products))
-    runs = [snippet_main_thread_ms(browser, visitor(), url) for _ in range(2)]
-    cpu, wall = min(runs)
-    print(f"\nsnippet main thread, {products} products: {cpu:.2f} ms CPU ({wall:.2f} ms wall)")
-    assert cpu < budget_ms

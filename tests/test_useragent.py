@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tracker import useragent
 from tracker.useragent import MAX_USER_AGENT_LENGTH, DeviceInfo, is_bot, parse_user_agent
 
 # isbot's fixtures (Unlicense), shared by every checkout: ../shared/data/bots.
@@ -144,14 +144,19 @@ def test_missing_user_agent_is_a_bot(ua: str | None) -> None:
     ],
     ids=["control", "surrogate", "parens", "semicolons", "huge", "unicode", "repeated"],
 )
-def test_garbage_and_huge_user_agents_never_raise(ua: str) -> None:
-    started = time.perf_counter()
+def test_garbage_and_huge_user_agents_never_raise(ua: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+    parser = useragent._PARSER
+    monkeypatch.setattr(
+        useragent, "_PARSER", lambda text, domains: seen.append(len(text)) or parser(text, domains)
+    )
+    useragent._parse.cache_clear()
     info = parse_user_agent(ua)
-    elapsed = time.perf_counter() - started
     assert info.device in {"desktop", "mobile", "tablet", "bot", "unknown"}
     assert is_bot(ua) is info.is_bot
-    # Only the first MAX_USER_AGENT_LENGTH characters are parsed, so size costs nothing.
-    assert elapsed < 1.0, f"{elapsed:.2f}s for a {len(ua)}-character user agent"
+    # Only the first MAX_USER_AGENT_LENGTH characters reach the parser's regular expressions,
+    # so a huge header costs no more than a long one.
+    assert seen and max(seen) <= MAX_USER_AGENT_LENGTH
 
 
 def test_long_user_agents_are_cut_before_parsing() -> None:
