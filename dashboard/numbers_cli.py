@@ -207,6 +207,12 @@ async def cmd_numbers_advise(args: argparse.Namespace, settings: Settings) -> in
         )
     size = report["recommended_pool_size"]
     target = f"{report['target']:.1%}"
+    if not report["sessions_with_consent"]:
+        print(
+            f"  no visit with consent in the last {report['days']} days: nothing to size the "
+            "pool from yet (pool numbers go only to visits with consent)"
+        )
+        return 0
     if size is None:
         best = report["best_checked"]
         detail = f" (best: {best['accuracy']:.1%} with {best['size']})" if best else ""

@@ -120,7 +120,8 @@ def test_add_list_release_and_advise(run: Run) -> None:
     assert [p["pool_size"] for p in advice["pools"]] == [3, 2]
     assert advice["recommended_pool_size"] is None
     code, text, _ = run("numbers", "advise", "--site", key, "--target", "0.9", parse=False)
-    assert code == 0 and "rule of thumb" in text
+    assert code == 0 and "no visit with consent in the last 30 days" in text
+    assert "no pool size reaches" not in text
 
 
 def test_errors_are_json_on_stderr(run: Run) -> None:
