@@ -334,6 +334,21 @@ async def test_accounts_never_see_each_other(
         ),
         (b'{"k": "K", "t": "consent", "p": "0123456789abcdef"}', 400, "invalid_event"),
         (b"[" * 60000, 400, "invalid_json"),
+        # Python's json module accepts these; JSON does not, and int(inf) would raise.
+        (b'{"k": "K", "t": "ping", "p": "0123456789abcdef", "d": Infinity}', 400, "invalid_json"),
+        (b'{"k": "K", "t": "ping", "p": "0123456789abcdef", "d": NaN}', 400, "invalid_json"),
+        (
+            b'{"k": "K", "t": "cart", "p": "0123456789abcdef", "cart": {"items": '
+            b'[{"name": "x", "qty": -Infinity}]}}',
+            400,
+            "invalid_json",
+        ),
+        # Longer than Python converts (4,300 digits): a ValueError, not a JSONDecodeError.
+        (
+            b'{"k": "K", "t": "ping", "p": "0123456789abcdef", "d": ' + b"9" * 5000 + b"}",
+            400,
+            "invalid_json",
+        ),
     ],
 )
 async def test_bad_input_gets_a_clear_4xx(
@@ -384,6 +399,30 @@ async def test_hostile_strings_are_stored_as_text(
     assert (
         page.title.startswith("<script>alert(1)</script>'; DROP TABLE") and len(page.title) <= 500
     )
+
+
+async def test_half_surrogate_pairs_are_stored_as_replacement_characters(
+    client: TestClient[Any, Any], database: Database
+) -> None:
+    # JSON.stringify escapes a lone surrogate (a string cut in the middle of an emoji) as
+    # \ud83d; neither UTF-8 nor the databases can hold it, and the whole event was refused.
+    site = await new_site(database)
+    event = {
+        "k": site.site_key,
+        "t": "pageview",
+        "p": page_id(),
+        "u": "https://velos-martin.fr/",
+        "ti": "Vélo \ud83d \U0001f6b2 fin\udc00",
+    }
+    body = json.dumps(event)  # ensure_ascii: \\ud83d, as a browser sends it
+    response = await client.post(
+        "/collect", data=body, headers={"Content-Type": "text/plain", "User-Agent": CHROME}
+    )
+    assert response.status == 200, await response.text()
+    reply = await response.json()
+    async with database.sessions() as db:
+        page = await db.scalar(select(Pageview).where(Pageview.session_id == reply["s"]))
+    assert page is not None and page.title == "Vélo \ufffd 🚲 fin\ufffd"
 
 
 async def test_preflight_and_snippet_are_cross_origin(

@@ -186,6 +186,11 @@ async def test_envelope_errors_have_codes(shop: Shop) -> None:
     assert (await receive(ws))["error"]["code"] == "invalid_message"
     await ws.send_json({"type": "snapshot"})
     assert (await receive(ws))["error"]["code"] == "invalid_message"
+    # Deeper than Python's parser recurses, and a NaN id: errors, not a dropped connection.
+    await ws.send_str("[" * 30_000)
+    assert (await receive(ws))["error"]["code"] == "invalid_message"
+    await ws.send_str('{"id": NaN, "type": "snapshot"}')
+    assert (await receive(ws))["error"]["code"] == "invalid_message"
     reply = await command(ws, 1, "teleport")
     assert reply["success"] is False and reply["error"]["code"] == "unknown_command"
     reply = await command(ws, 2, "subscribe", sites="all of them")

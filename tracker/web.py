@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import logging
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
@@ -82,9 +83,44 @@ async def read_json(request: web.Request, max_bytes: int) -> Any:
     if not raw:
         raise ApiError("invalid_json", "the body is empty; a JSON object is expected")
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        return loads_strict(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers bad UTF-8, bad JSON, NaN/Infinity and integers too long to convert.
         raise ApiError("invalid_json", "the body is not valid UTF-8 JSON") from exc
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item) for item in value]
+    if isinstance(value, dict):
+        return {
+            _without_lone_surrogates(key): _without_lone_surrogates(item)
+            for key, item in value.items()
+        }
+    return value
+
+
+def loads_strict(text: str) -> Any:
+    """Parse JSON as RFC 8259 defines it, into strings every database can store.
+
+    Python's NaN, Infinity and -Infinity are refused, so no later int() or arithmetic meets a
+    value no JSON sender can mean. A `\\uD800`-style escape of half a surrogate pair (which
+    a browser's JSON.stringify emits for a broken string) becomes U+FFFD: UTF-8, and so
+    PostgreSQL and SQLite, cannot hold it.
+    """
+    value = json.loads(text, parse_constant=_no_constant)
+    if "\\ud" in text or "\\uD" in text:
+        value = _without_lone_surrogates(value)
+    return value
 
 
 def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

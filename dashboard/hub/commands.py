@@ -9,7 +9,6 @@ without `id` and `type`; the returned dict is sent as the result (None sends not
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from tracker.audit import audit
 from tracker.errors import ApiError
 from tracker.models import Call, Cart, Pageview, Site, TrackedSession, User
 from tracker.privacy.restrict import call_visible, session_visible
+from tracker.web import loads_strict
 
 log = logging.getLogger("calltrack.hub")
 
@@ -81,8 +81,8 @@ def register_command(type_: str, handler: CommandHandler) -> None:
 async def handle_message(app: web.Application, hub: Hub, connection: Connection, raw: str) -> None:
     """Check one client message's envelope, run its command, answer with a result or error."""
     try:
-        message = json.loads(raw)
-    except ValueError:
+        message = loads_strict(raw)
+    except (ValueError, RecursionError):
         connection.send_error(0, ERR_INVALID_MESSAGE, "messages are JSON objects")
         return
     message_id = message.get("id") if isinstance(message, dict) else None
