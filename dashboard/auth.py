@@ -28,7 +28,7 @@ from tracker.audit import audit
 from tracker.geo import truncate_ip
 from tracker.models import LoginSession, User
 from tracker.users import hash_password, verify_password
-from tracker.web import client_ip
+from tracker.web import client_ip, read_form
 
 COOKIE = "ct_session"
 # A working day: advisors sign in once in the morning; an unattended laptop is signed out.
@@ -181,7 +181,7 @@ async def login_submit(request: web.Request) -> web.Response:
     lang = pick_language(request)
     if not _same_origin(request):
         raise web.HTTPForbidden(text="cross-site sign-in refused")
-    form = await request.post()
+    form = await read_form(request)
     email = str(form.get("email", "")).strip().lower()[:320]
     password = str(form.get("password", ""))[:1000]
     settings = request.app[appkeys.SETTINGS]
@@ -239,7 +239,7 @@ async def login_submit(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     auth = await current_auth(request)
     if auth is not None:
-        form = await request.post()
+        form = await read_form(request)
         check_csrf(request, auth, str(form.get("csrf", "")) or None)
         async with request.app[appkeys.DATABASE].begin() as db:
             await db.execute(

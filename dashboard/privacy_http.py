@@ -50,7 +50,7 @@ from tracker.privacy.find import Person, find_person, parse_subject, scope_for
 from tracker.privacy.hashing import subject_ref
 from tracker.privacy.rectify import RECTIFIABLE, rectify
 from tracker.privacy.restrict import lift_restriction, restrict_person
-from tracker.web import client_ip
+from tracker.web import client_ip, read_form
 
 log = logging.getLogger("calltrack.privacy")
 PRIVACY_ROLES = ("admin", "dpo")
@@ -361,7 +361,7 @@ async def _ctx(request: web.Request) -> Ctx:
 
 
 async def _form(ctx: Ctx) -> MultiDictProxy[str | bytes | Any]:
-    form = await ctx.request.post()
+    form = await read_form(ctx.request)
     check_csrf(ctx.request, ctx.auth, str(form.get("csrf", "")) or None)
     return form
 

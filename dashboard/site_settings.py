@@ -36,7 +36,7 @@ from tracker.errors import ApiError
 from tracker.geo import truncate_ip
 from tracker.models import Site, User
 from tracker.sites import snippet_for
-from tracker.web import client_ip
+from tracker.web import client_ip, read_form
 
 BASE = "/dashboard/settings"
 ROLES = ("admin",)
@@ -429,7 +429,7 @@ async def settings_page(request: web.Request) -> web.Response:
 async def settings_submit(request: web.Request) -> web.Response:
     """Validate and store the form; one audit entry per change; redirect back (303)."""
     ctx = await _ctx(request)
-    form = await request.post()
+    form = await read_form(request)
     check_csrf(request, ctx.auth, str(form.get("csrf", "")) or None)
     app = request.app
     now = app[appkeys.CLOCK].now()

@@ -44,7 +44,7 @@ from telephony.signature import (
 )
 from tracker import appkeys
 from tracker.errors import ApiError
-from tracker.web import read_json
+from tracker.web import read_form, read_json
 
 log = logging.getLogger("calltrack.telephony")
 # Webhook bodies are a few dozen short parameters; anything larger is not from a carrier.
@@ -59,10 +59,7 @@ async def verified_params(request: web.Request) -> tuple[str, MultiDict[str]]:
     """Return (provider, form parameters) of a carrier request; raise 403 for a bad signature."""
     if request.content_length is not None and request.content_length > MAX_WEBHOOK_BYTES:
         raise ApiError("payload_too_large", "a carrier webhook body is at most 32 KiB", status=413)
-    try:
-        form = await request.post()
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ApiError("invalid_body", "the body is not a UTF-8 form", status=400) from exc
+    form = await read_form(request)
     # A multipart body with files is never a carrier webhook; only text fields are signed.
     params = MultiDict((name, value) for name, value in form.items() if isinstance(value, str))
     settings = request.app[appkeys.SETTINGS]

@@ -86,3 +86,34 @@ async def test_sign_out_needs_the_csrf_token(
         assert login is not None
     done = await client.post("/logout", data={"csrf": login.csrf_token}, allow_redirects=False)
     assert done.status == 302
+
+
+BAD_FORMS = [
+    ("application/x-www-form-urlencoded", b"email=\xff\xfe&password=x"),
+    (
+        "multipart/form-data; boundary=zz",
+        b'--zz\r\nContent-Disposition: form-data; name="email"\r\n\r\n\xff\r\n--zz--\r\n',
+    ),
+    ("multipart/form-data; boundary=zz", b"no boundary in this body"),
+]
+
+
+async def test_forms_that_are_not_utf8_get_a_400_not_a_500(
+    aiohttp_client: ClientFactory, database_url: str, database: Database
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(database_url)))
+    email = await make_user(database, "admin")
+    for content_type, body in BAD_FORMS:
+        response = await client.post("/login", data=body, headers={"Content-Type": content_type})
+        assert response.status == 400, await response.text()
+        assert (await response.json())["error"]["code"] == "invalid_form"
+    signed_in = await client.post(
+        "/login", data={"email": email, "password": PASSWORD}, allow_redirects=False
+    )
+    assert signed_in.status == 302
+    # Pages behind the sign-in read their forms the same way.
+    for path in ("/dashboard/settings", "/logout"):
+        content_type, body = BAD_FORMS[0]
+        response = await client.post(path, data=body, headers={"Content-Type": content_type})
+        assert response.status == 400, (path, await response.text())
+        assert (await response.json())["error"]["code"] == "invalid_form"

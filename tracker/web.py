@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from tracker.errors import ApiError
 
@@ -62,6 +63,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response("internal_error", "Something went wrong on our side.", 500)
+
+
+async def read_form(
+    request: web.Request,
+) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """Read a form body (urlencoded or multipart); a body that is not a UTF-8 form is a 400."""
+    try:
+        return await request.post()
+    except (UnicodeDecodeError, ValueError, AssertionError) as exc:
+        # aiohttp raises these for bytes that are not UTF-8 and multipart bodies without
+        # their boundary.
+        raise ApiError("invalid_form", "the body is not a UTF-8 form", status=400) from exc
 
 
 async def read_json(request: web.Request, max_bytes: int) -> Any:

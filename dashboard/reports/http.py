@@ -42,7 +42,7 @@ from tracker.audit import audit
 from tracker.errors import ApiError
 from tracker.geo import truncate_ip
 from tracker.models import AdCost, AuditEntry, Site, WebhookDelivery, WebhookEndpoint
-from tracker.web import client_ip
+from tracker.web import client_ip, read_form
 
 log = logging.getLogger("calltrack.reports")
 
@@ -1138,7 +1138,7 @@ async def _webhooks_content(
 async def webhooks_create(request: web.Request) -> web.Response:
     """Add an endpoint and show its secret once."""
     ctx = await context(request, *SETTINGS_ROLES)
-    form = await request.post()
+    form = await read_form(request)
     check_csrf(request, ctx.auth, str(form.get("csrf", "")) or None)
     now = request.app[appkeys.CLOCK].now()
     try:
@@ -1184,7 +1184,7 @@ def _endpoint_id(request: web.Request) -> int:
 async def webhooks_test(request: web.Request) -> web.Response:
     """Queue a test event for one endpoint ("send test event")."""
     ctx = await context(request, *SETTINGS_ROLES)
-    form = await request.post()
+    form = await read_form(request)
     check_csrf(request, ctx.auth, str(form.get("csrf", "")) or None)
     now = request.app[appkeys.CLOCK].now()
     async with request.app[appkeys.DATABASE].begin() as db:
@@ -1198,7 +1198,7 @@ async def webhooks_test(request: web.Request) -> web.Response:
 
 async def webhooks_toggle(request: web.Request) -> web.Response:
     ctx = await context(request, *SETTINGS_ROLES)
-    form = await request.post()
+    form = await read_form(request)
     check_csrf(request, ctx.auth, str(form.get("csrf", "")) or None)
     now = request.app[appkeys.CLOCK].now()
     async with request.app[appkeys.DATABASE].begin() as db:
