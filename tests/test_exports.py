@@ -233,6 +233,9 @@ async def test_cost_upload_gives_cost_per_call_and_replaces_the_same_days(
         "/dashboard/costs", data=form("date,channel,cost,currency\nnope,Email,1,EUR\n")
     )
     assert bad.status == 400 and "line 2" in await bad.text()
+    # A form that is not multipart (a script posting urlencoded fields) is a 400, not a 500.
+    plain = await client.post("/dashboard/costs", data={"csrf": csrf, "file": "date,cost"})
+    assert plain.status == 400 and (await plain.json())["error"]["code"] == "invalid_form"
     async with database.sessions() as db:
         amounts = list(
             await db.scalars(

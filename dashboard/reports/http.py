@@ -1000,11 +1000,8 @@ async def costs_page(request: web.Request) -> web.Response:
     )
 
 
-async def costs_upload(request: web.Request) -> web.Response:
-    """Import an ad-spend CSV (multipart form with the CSRF token)."""
-    ctx = await context(request)
-    if request.content_length is not None and request.content_length > MAX_UPLOAD_BYTES:
-        raise ApiError("payload_too_large", "the file exceeds 10 MiB", status=413)
+async def _read_upload(request: web.Request) -> tuple[dict[str, str], bytes]:
+    """Read the upload form: its text fields and the file's bytes."""
     fields: dict[str, str] = {}
     raw = b""
     reader = await request.multipart()
@@ -1017,6 +1014,21 @@ async def costs_upload(request: web.Request) -> web.Response:
                 raise ApiError("payload_too_large", "the file exceeds 10 MiB", status=413)
         elif part.name:
             fields[part.name] = (await part.text())[:200]
+    return fields, raw
+
+
+async def costs_upload(request: web.Request) -> web.Response:
+    """Import an ad-spend CSV (multipart form with the CSRF token)."""
+    ctx = await context(request)
+    if request.content_length is not None and request.content_length > MAX_UPLOAD_BYTES:
+        raise ApiError("payload_too_large", "the file exceeds 10 MiB", status=413)
+    try:
+        fields, raw = await _read_upload(request)
+    except (AssertionError, ValueError) as exc:
+        # Not multipart, no boundary, or text fields that are not UTF-8 (UnicodeDecodeError).
+        raise ApiError(
+            "invalid_form", "send the file as multipart/form-data with the form's fields"
+        ) from exc
     check_csrf(request, ctx.auth, fields.get("csrf"))
     site_id: int | None = None
     if fields.get("site"):

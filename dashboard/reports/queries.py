@@ -74,6 +74,10 @@ class Period:
         return [self.first + dt.timedelta(days=i) for i in range(self.days)]
 
 
+EARLIEST = dt.date(1970, 1, 1)
+LATEST = dt.date(9000, 12, 31)
+
+
 def parse_period(
     start: str | None, end: str | None, today: dt.date, default_days: int = 30
 ) -> Period:
@@ -83,8 +87,13 @@ def parse_period(
         first = (
             dt.date.fromisoformat(start) if start else last - dt.timedelta(days=default_days - 1)
         )
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise ApiError("invalid_date", "dates are written YYYY-MM-DD") from exc
+    if first < EARLIEST or last > LATEST:
+        # Far dates would overflow the previous period and the time zone arithmetic.
+        raise ApiError(
+            "invalid_date", f"dates lie between {EARLIEST.isoformat()} and {LATEST.isoformat()}"
+        )
     if first > last:
         raise ApiError("invalid_period", "the start date is after the end date")
     if (last - first).days + 1 > MAX_DAYS:
@@ -463,6 +472,10 @@ class CallFilter:
             day = dt.date.fromisoformat(day_text) if day_text else None
         except ValueError as exc:
             raise ApiError("invalid_date", "day is written YYYY-MM-DD") from exc
+        if day is not None and not EARLIEST <= day <= LATEST:
+            raise ApiError(
+                "invalid_date", f"day lies between {EARLIEST.isoformat()} and {LATEST.isoformat()}"
+            )
         slot = query.get("slot") or None
         if slot is not None:
             weekday, _, hour = slot.partition("-")

@@ -35,7 +35,7 @@ def parse_moment(text: str, *, end: bool = False) -> dt.datetime:
             day = dt.datetime.fromisoformat(raw).replace(tzinfo=dt.UTC)
             return day + dt.timedelta(days=1) if end else day
         moment = dt.datetime.fromisoformat(raw)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         raise ApiError("invalid_date", f"{text!r} is not an ISO date such as 2026-03-01") from exc
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
