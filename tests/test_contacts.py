@@ -307,6 +307,18 @@ async def test_one_advisor_claims_and_a_second_cannot(
     assert audited == [tenant.advisor.id]
 
 
+@pytest.mark.parametrize("request_id", [2**70, -1, 0, "12abc", "9" * 5000, 1.5, None, True])
+async def test_claiming_a_request_id_no_database_can_hold_is_invalid(
+    database: Database, clock: FrozenClock, request_id: Any
+) -> None:
+    # A console is a browser: it can send any JSON number, and 2**70 made the driver raise.
+    tenant = await make_tenant(database, clock)
+    with pytest.raises(ApiError) as refused:
+        async with database.begin() as db:
+            await claim_request(db, request_id, tenant.advisor, clock.now())
+    assert refused.value.code == "invalid_request"
+
+
 async def test_concurrent_claims_have_exactly_one_winner(
     database: Database, clock: FrozenClock
 ) -> None:

@@ -392,13 +392,20 @@ async def site_of_user(db: AsyncSession, site_id: int, user: User) -> Site:
     return site
 
 
+# Ids are 64-bit integers in PostgreSQL and SQLite; a larger one cannot even be compared.
+_MAX_ID = 2**63 - 1
+
+
 def _id(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ApiError("invalid_request", f"{name} must be an id")
     try:
-        return int(value)
+        key = int(value)
     except ValueError as exc:
         raise ApiError("invalid_request", f"{name} must be an id") from exc
+    if not 0 < key <= _MAX_ID:
+        raise ApiError("invalid_request", f"{name} must be an id")
+    return key
 
 
 async def request_of_user(
