@@ -26,7 +26,7 @@ from tracker.phones import phone_forms
 from widget.http import render_snippet, snippet_config
 from widget.snippet_size import GZIP_BUDGET_BYTES, snippet_size
 
-CHROMIUM = os.environ.get("CALLTRACK_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = "/usr/bin/chromium"  # Debian's, as the browser tests use
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 BUSINESS = "+33123456789"
 TRACKING = "+33987654321"
@@ -193,6 +193,12 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _require_chromium() -> None:
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "Playwright is missing: it comes with the test extras (`make test` installs them)"
+        ) from None
     if not os.path.exists(CHROMIUM):
         raise SystemExit(f"Chromium is missing at {CHROMIUM}: `make test` installs Debian's")
 
