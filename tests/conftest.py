@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.app import BACKENDS, CHROMIUM, CHROMIUM_ARGS
+from support.app import BACKENDS, CHROMIUM
 
+from dashboard.bench.snippet import CHROMIUM_ARGS
 from tracker.db import Database, migrate_sync
 
 PG_ADMIN_URL = os.environ.get(

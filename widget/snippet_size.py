@@ -9,6 +9,8 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+from widget.http import render_snippet, snippet_config
+
 STATIC = Path(__file__).with_name("static")
 SOURCE_PATH = STATIC / "calltrack.js"
 SNIPPET_PATH = STATIC / "calltrack.min.js"
@@ -28,8 +30,6 @@ def gzipped_size(data: bytes) -> int:
 
 def served_size(business: tuple[str, ...], contact_widget: bool) -> int:
     """Return the gzipped size of the file as served to such a site."""
-    from widget.http import render_snippet, snippet_config
-
     config = snippet_config(EXAMPLE_KEY, EXAMPLE_URL, "required", business, contact_widget)
     return gzipped_size(render_snippet(config).encode("utf-8"))
 

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from dashboard.bench.common import free_port, output
 from tracker.phones import phone_forms
+from tracker.sites import snippet_for
 from widget.http import render_snippet, snippet_config
 from widget.snippet_size import GZIP_BUDGET_BYTES, snippet_size
 
@@ -32,10 +33,6 @@ BUSINESS = "+33123456789"
 TRACKING = "+33987654321"
 TARGET_MS = 10.0
 TARGET_PRODUCTS = 300
-STUB = (
-    "<script>window.calltrack=window.calltrack||function(){"
-    "(calltrack.q=calltrack.q||[]).push(arguments)};</script>"
-)
 
 
 def register(names: Any) -> None:
@@ -87,8 +84,7 @@ def _apps(script_origin: str) -> tuple[web.Application, web.Application]:
         count = int(request.match_info["count"])
         html = (
             '<!doctype html><html><head><meta charset="utf-8"><title>Shop</title>'
-            f'<link rel="icon" href="data:,">{STUB}'
-            f'<script async src="{script_origin}/ct.js?k=ct-bench"></script></head>'
+            f'<link rel="icon" href="data:,">{snippet_for("ct-bench", script_origin)}</head>'
             f"<body>{product_list(count)}</body></html>"
         )
         return web.Response(text=html, content_type="text/html")

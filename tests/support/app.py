@@ -13,7 +13,6 @@ from aiohttp import web
 from tracker.config import Settings
 
 CHROMIUM = os.environ.get("CALLTRACK_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 BACKENDS = ("sqlite", "postgresql")
 
 
