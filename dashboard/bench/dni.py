@@ -132,8 +132,19 @@ def _row(report: SizeReport) -> tuple[str, str]:
         f"{_share(ours.share('unattributed'))}   lease-at-call only "
         f"{_share(strict.share('correct'))}   oracle {_share(oracle.share('correct'))} / "
         f"{_share(oracle.share('wrong'))} / {_share(oracle.share('unattributed'))}   "
-        f"within hold {_share(report.policy.in_hold.share('correct'))}",
+        f"within hold {_share(report.policy.in_hold.share('correct'))}"
+        + ("" if report.bound is None else f"   best without foresight {_share(report.bound)}"),
     )
+
+
+def _unavoidable_points(reports: list[SizeReport]) -> tuple[float, int] | None:
+    """Return the largest gap to the oracle that no policy without foresight can close."""
+    gaps = [
+        (100 * (r.oracle.all.share("correct") - r.bound), r.size)
+        for r in reports
+        if r.bound is not None
+    ]
+    return max(gaps) if gaps else None
 
 
 async def run(args: argparse.Namespace, settings: Any) -> int:
@@ -158,6 +169,7 @@ async def run(args: argparse.Namespace, settings: Any) -> int:
     at_peak = next(r for r in reports if r.size == peak)
     by_thumb = next(r for r in reports if r.size == thumb)
     worst = max(reports, key=lambda r: r.gap_points())
+    unavoidable = _unavoidable_points(reports)
     redis: dict[str, Any] = {"skipped": True}
     if not args.no_redis:
         url = os.environ.get("CALLTRACK_REDIS_URL") or DEFAULT_REDIS
@@ -185,6 +197,8 @@ async def run(args: argparse.Namespace, settings: Any) -> int:
                 "lease_at": at_peak.policy.lease_at.share("correct"),
                 "last_holder": at_peak.policy.last_holder.share("correct"),
                 "within_hold": at_peak.policy.in_hold.share("correct"),
+                # The most any policy that does not know who will call could reach.
+                "best_without_foresight": at_peak.bound,
                 # Judged as telephony attributes: the lease at the call, else the last holder.
                 "met": at_peak.policy.last_holder.share("correct") >= TARGET_AT_PEAK,
             },
@@ -192,6 +206,10 @@ async def run(args: argparse.Namespace, settings: Any) -> int:
                 "target_points": TARGET_GAP_POINTS,
                 "worst_points": round(worst.gap_points(), 2),
                 "worst_size": worst.size,
+                # The oracle's margin over the best policy without foresight, at the size
+                # where it is largest: the part of the gap no policy could close.
+                "unavoidable_points": None if unavoidable is None else round(unavoidable[0], 2),
+                "unavoidable_at_size": None if unavoidable is None else unavoidable[1],
                 "met": worst.gap_points() <= TARGET_GAP_POINTS,
             },
             "redis_ratio": {
@@ -210,12 +228,24 @@ async def run(args: argparse.Namespace, settings: Any) -> int:
         ("rule of thumb (CTM, 1 per 20/day)", f"{thumb} numbers = {thumb / peak:.2f}x peak"),
         (
             "target: >= 99% at peak",
-            "met" if data["targets"]["correct_at_peak"]["met"] else "not met",
+            ("met" if data["targets"]["correct_at_peak"]["met"] else "not met")
+            + (
+                ""
+                if at_peak.bound is None
+                else f" (best possible without foresight {_share(at_peak.bound)})"
+            ),
         ),
         (
             "target: within 2 points of oracle",
             f"{'met' if data['targets']['gap_to_oracle']['met'] else 'not met'} "
-            f"(worst {worst.gap_points():.1f} at {worst.size})",
+            f"(worst {worst.gap_points():.1f} at {worst.size}"
+            + (
+                ""
+                if unavoidable is None
+                else f"; at least {unavoidable[0]:.1f} at {unavoidable[1]} for any policy "
+                "without foresight"
+            )
+            + ")",
         ),
     ]
     if "ratio" in redis:

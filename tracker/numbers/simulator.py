@@ -16,6 +16,10 @@ one is not displayed to another active visitor; it keeps a number exactly until 
 calls and frees it at once otherwise; when it must take a number back it takes the one whose
 call is furthest away (Bélády's rule). It bounds what any hold or reuse policy could achieve
 with that many numbers.
+
+Between the two, `foresight_free_bound` caps what a policy that does not know who will call can
+reach once the pool is large enough never to overflow (see its docstring): the oracle's margin
+over it is the price of not knowing the future, which no reuse order can recover.
 """
 
 from __future__ import annotations
@@ -189,6 +193,67 @@ def peak_concurrency(sessions: Sequence[SimSession], tail_seconds: int) -> int:
         current += step
         peak = max(peak, current)
     return peak
+
+
+def foresight_free_bound(
+    sessions: Sequence[SimSession], pool_size: int, hold_minutes: float = 30
+) -> float | None:
+    """Return the most calls any policy that cannot see the future could attribute correctly.
+
+    Only for pools that never have to overflow (None below the peak of concurrent sessions,
+    hold included). There, every visit holds its number from its first activity to the end of
+    its hold, whatever the policy, so the policy decides one thing only: how long each number
+    stays unused after a hold ends (its gap) before it is leased again. A caller after the hold
+    is attributed correctly exactly when their delay beyond the hold is shorter than that gap;
+    calls within the hold always are. The gaps of all releases add up to at most the pool's
+    idle number-time, and a policy that does not know who will call (nor when) can only choose
+    gaps independently of it. The expected count of correct late calls is then at most
+    N x C(mean gap), where C is the least concave majorant of the share of visits calling
+    within a given time past their hold (Jensen's inequality).
+
+    The policies bounded keep a visitor's number through the visit and the hold, as the pool
+    promises, but may free it as soon as the visitor has called (the model's visitors call
+    once): the idle time counted is the most any such policy could have.
+    """
+    if not sessions or pool_size < peak_concurrency(sessions, int(hold_minutes * 60)):
+        return None
+    hold = hold_minutes * 60
+    calls = [s for s in sessions if s.call is not None]
+    if not calls:
+        return None
+    late = sorted(
+        s.call - s.end - hold for s in calls if s.call is not None and s.call > s.end + hold
+    )
+    origin = min(s.start for s in sessions)
+    horizon = max(
+        max(s.call for s in calls if s.call is not None), max(s.end for s in sessions) + hold
+    )
+    busy = sum(_least_busy(s, hold) for s in sessions)
+    mean_gap = max(0.0, pool_size * (horizon - origin) - busy) / len(sessions)
+    # Corners of the step function "share of visits calling within x past the hold", with the
+    # origin; its concave majorant at `mean_gap` interpolates the best pair around it.
+    corners = [(0.0, 0.0)] + [(x, (k + 1) / len(sessions)) for k, x in enumerate(late)]
+    if not late or mean_gap >= corners[-1][0]:
+        best = corners[-1][1]
+    else:
+        best = 0.0
+        for xa, ya in corners:
+            if xa > mean_gap:
+                break
+            for xb, yb in corners:
+                if xb < mean_gap:
+                    continue
+                value = ya if xb == xa else ya + (yb - ya) * (mean_gap - xa) / (xb - xa)
+                best = max(best, value)
+    late_correct = min(len(late), best * len(sessions))
+    return (len(calls) - len(late) + late_correct) / len(calls)
+
+
+def _least_busy(session: SimSession, hold: float) -> float:
+    """Return how long a visit must keep its number: the visit, then the hold until it calls."""
+    if session.call is not None and session.call <= session.end + hold:
+        return max(session.end, session.call) - session.start
+    return session.end + hold - session.start
 
 
 @dataclass
@@ -399,6 +464,8 @@ class SizeReport:
     label: str
     policy: PolicyResult
     oracle: OracleResult
+    # foresight_free_bound: None where the pool is too small never to overflow.
+    bound: float | None = None
 
     def gap_points(self) -> float:
         """Return how far the pool's correct share is below the oracle's, in points.
@@ -422,6 +489,7 @@ class SizeReport:
                 100 * (self.oracle.all.share("correct") - self.policy.lease_at.share("correct")),
                 2,
             ),
+            "best_without_foresight": None if self.bound is None else round(self.bound, 5),
             "overflow_leases": self.policy.overflows,
             "exhausted_requests": self.policy.exhausted,
         }
@@ -446,5 +514,6 @@ async def evaluate(
             activity_seconds=activity_seconds,
         )
         oracle = simulate_oracle(sessions, size, exhaustion=exhaustion, hold_minutes=hold_minutes)
-        reports.append(SizeReport(size, label, policy, oracle))
+        bound = foresight_free_bound(sessions, size, hold_minutes)
+        reports.append(SizeReport(size, label, policy, oracle, bound))
     return reports
