@@ -113,12 +113,26 @@ async def shop(request: web.Request) -> web.Response:
         "const total=cart.reduce((s,i)=>s+i.price*i.qty,0);"
         "document.getElementById('cart-total').textContent=total.toFixed(2);"
         "calltrack('cart',{items:cart,total,currency:'EUR'});});"
+        # A stand-in consent tool: it remembers an acceptance (storage is allowed then) and,
+        # for this tab only, a refusal, so the banner does not come back on every page.
         "const hide=()=>document.getElementById('consent').remove();"
-        "document.getElementById('accept').onclick=()=>{calltrack('consent',true);hide()};"
-        "document.getElementById('refuse').onclick=()=>{calltrack('consent',false);hide()};"
+        "document.getElementById('accept').onclick=()=>{calltrack('consent',true);hide();"
+        "try{localStorage.demo_consent='1'}catch(e){}};"
+        "document.getElementById('refuse').onclick=()=>{calltrack('consent',false);hide();"
+        "try{sessionStorage.demo_consent='0'}catch(e){}};"
+        "try{if(localStorage.demo_consent){calltrack('consent',true);hide()}"
+        "else if(sessionStorage.demo_consent)hide()}catch(e){}"
         "</script>"
     )
-    return _page("Vélos Martin — démo", body, snippet_for(site.site_key, settings.public_url))
+    # Each page has its own title, as a shop's do: the visit's path reads as pages, not as one.
+    names = {sku: name for sku, name, _ in _PRODUCTS}
+    if product is not None:
+        title = f"{names.get(product, product)} — Vélos Martin"
+    elif request.path.endswith("/contact"):
+        title = "Contact — Vélos Martin"
+    else:
+        title = "Vélos Martin — démo"
+    return _page(title, body, snippet_for(site.site_key, settings.public_url))
 
 
 def _cell(value: Any) -> str:
