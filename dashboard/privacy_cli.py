@@ -245,7 +245,7 @@ async def cmd_restrict(args: argparse.Namespace, settings: Settings) -> int:
             count = await lift_restriction(db, person)
         else:
             count = await restrict_person(db, person, actor=_actor(), now=now)
-        await rollup.mark_calls_dirty(db, person.calls, now)
+        await rollup.mark_person_dirty(db, person, now)
         await _audit(db, person, "privacy.restrict_lift" if args.lift else "privacy.restrict",
                      now, subject=person.subject(settings.secret_key),
                      records=person.record_refs(), identifiers=count)  # fmt: skip

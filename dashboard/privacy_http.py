@@ -819,8 +819,8 @@ async def restrict(request: web.Request) -> web.Response:
             "subject": person.subject(ctx.secret),
             "records": person.record_refs(),
         }
-        # Reports are rollups: the person's call days are recomputed with or without them.
-        await rollup.mark_calls_dirty(db, person.calls, ctx.now)
+        # Reports are rollups: the person's days are recomputed with or without them.
+        await rollup.mark_person_dirty(db, person, ctx.now)
         if str(form.get("do", "")) == "lift":
             detail["identifiers"] = await lift_restriction(db, person)
             return _Done("privacy.restrict_lift", ctx.tr("privacy.lifted_done"), None, detail)

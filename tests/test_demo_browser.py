@@ -32,11 +32,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     folder = tmp_path_factory.mktemp("demo")
     port = free_port()
     log = folder / "demo.log"
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("CALLTRACK_")
-    }
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CALLTRACK_")}
     env["CALLTRACK_DATABASE_URL"] = f"sqlite+aiosqlite:///{folder / 'demo.sqlite3'}"
     env["CALLTRACK_LOG_LEVEL"] = "WARNING"
     with log.open("wb") as sink:

@@ -575,3 +575,48 @@ async def test_restricting_a_caller_takes_their_call_out_of_the_totals(database:
     async with database.sessions() as db:
         _, after = await breakdown(db, await scope_of(database, seed, "linear"), "channel")
     assert after.current.calls == before.current.calls - 1000
+
+
+async def test_restricting_a_visitor_takes_their_visits_out_of_session_counts(
+    database: Database,
+) -> None:
+    """Restriction goes through `mark_person_dirty`, as the privacy page and CLI do."""
+    from tracker.privacy.find import Scope as PrivacyScope
+    from tracker.privacy.find import SubjectQuery, find_person
+    from tracker.privacy.restrict import lift_restriction, restrict_person
+
+    seed = await seed_reports(database)
+
+    async def sessions_by_channel() -> tuple[int, dict[str, int]]:
+        async with database.sessions() as db:
+            rows, total = await breakdown(db, await scope_of(database, seed), "channel")
+        return total.current.sessions, {r.value: r.current.sessions for r in rows}
+
+    total_before, before = await sessions_by_channel()
+    async with database.sessions() as db:
+        first = await db.get(TrackedSession, seed.sessions["s1"])
+        assert first is not None and first.visitor_id
+        visitor = first.visitor_id
+    scope = PrivacyScope(seed.account_id, (seed.site_a, seed.site_b), "FR")
+    later = NOW + dt.timedelta(minutes=1)
+    async with database.begin() as db:
+        person = await find_person(db, scope, SubjectQuery("visitor", visitor), "secret")
+        assert {seed.sessions[k] for k in ("s1", "s2", "s3")} <= person.session_ids
+        await restrict_person(db, person, actor="dpo@velos-martin.fr", now=later)
+        await rollup.mark_person_dirty(db, person, later)
+    # One refresh round, moments after the last one (which made every day up to date).
+    await rollup.refresh(database, FrozenClock(later), site_ids=[seed.site_a, seed.site_b])
+    total_after, after = await sessions_by_channel()
+    assert total_after == total_before - 3
+    assert after.get("Organic Search", 0) == before["Organic Search"] - 1
+    assert after.get("Paid Search", 0) == before["Paid Search"] - 1
+    assert after.get("Organic Social") == before["Organic Social"]
+
+    async with database.begin() as db:
+        person = await find_person(db, scope, SubjectQuery("visitor", visitor), "secret")
+        await lift_restriction(db, person)
+        await rollup.mark_person_dirty(db, person, later)
+    await rollup.refresh(
+        database, FrozenClock(later + dt.timedelta(minutes=1)), site_ids=[seed.site_a]
+    )
+    assert await sessions_by_channel() == (total_before, before)

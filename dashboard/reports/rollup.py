@@ -59,7 +59,8 @@ from tracker.models import (
     Site,
     TrackedSession,
 )
-from tracker.privacy.restrict import call_visible
+from tracker.privacy.find import Person
+from tracker.privacy.restrict import call_visible, session_visible
 
 log = logging.getLogger("calltrack.reports")
 
@@ -464,7 +465,14 @@ async def rebuild_session_days(db: AsyncSession, site: Site, first: dt.date, las
         # The grouping sets sort a day range of sessions: keep the sorts in memory.
         await db.execute(text("SET LOCAL work_mem = '128MB'"))
         await db.execute(
-            _PG_SESSION_ROLLUP, {"site": site.id, "tz": tz.key, "start": start, "end": end}
+            _PG_SESSION_ROLLUP,
+            {
+                "site": site.id,
+                "account": site.account_id,
+                "tz": tz.key,
+                "start": start,
+                "end": end,
+            },
         )
         return
     counts: dict[tuple[str, dt.date, str], int] = defaultdict(int)
@@ -473,6 +481,8 @@ async def rebuild_session_days(db: AsyncSession, site: Site, first: dt.date, las
             TrackedSession.site_id == site.id,
             TrackedSession.started_at >= start,
             TrackedSession.started_at < end,
+            # A restricted person's visits are kept but not counted.
+            session_visible(site.account_id),
         )
     )
     async for row in result:
@@ -512,6 +522,13 @@ _PG_SESSION_ROLLUP = text(
                     AS lp
         FROM sessions
         WHERE site_id = :site AND started_at >= :start AND started_at < :end
+          -- A restricted person's visits are kept but not counted (session_visible).
+          AND NOT EXISTS (
+              SELECT 1 FROM privacy_restrictions r
+              WHERE r.account_id = :account
+                AND ((r.kind = 'session' AND r.value = sessions.id)
+                     OR (r.kind = 'visitor' AND r.value = sessions.visitor_id))
+          )
     )
     INSERT INTO report_session_days (site_id, dimension, day, value, sessions)
     SELECT :site,
@@ -758,6 +775,27 @@ async def refresh_for_read(database: Database, clock: Clock, site_ids: Sequence[
         await refresh(database, clock, site_ids=site_ids)
     except Exception:
         logging.getLogger("calltrack.reports").exception("report refresh on read failed")
+
+
+async def mark_person_dirty(db: AsyncSession, person: Person, now: dt.datetime) -> None:
+    """Have every report figure of a person recomputed (a restriction was set or lifted)."""
+    await mark_calls_dirty(db, person.calls, now)
+    earliest: dict[int, dt.datetime] = {}
+    for session in person.sessions:
+        first = earliest.get(session.site_id)
+        if first is None or session.started_at < first:
+            earliest[session.site_id] = session.started_at
+    for site_id, started in earliest.items():
+        site = await db.get(Site, site_id)
+        state = await db.get(ReportRollupState, site_id, with_for_update=True)
+        if site is None or state is None or state.sessions_through is None:
+            continue  # never rolled up: the first refresh counts everything anew
+        day = local_day(started, zone(site.timezone))
+        if state.sessions_through >= day:
+            # The session rollup is rebuilt from the state's day on: move it back, and make
+            # the next round run (it skips a site refreshed moments ago without new visits).
+            state.sessions_through = day - dt.timedelta(days=1)
+        state.refreshed_at = min(state.refreshed_at, started - LATE_COMMITS)
 
 
 async def mark_calls_dirty(db: AsyncSession, calls: Iterable[Call], now: dt.datetime) -> None:
