@@ -32,7 +32,7 @@ from tracker.models import Account, Site
 from tracker.phones import phone_forms
 from tracker.privacy import breach, retention
 from tracker.privacy import register as records
-from tracker.privacy.erase import PoolReleaser, erase_person
+from tracker.privacy.erase import PoolReleaser, erase_person, tell_consoles
 from tracker.privacy.exclusion import add_exclusion, list_exclusions, remove_exclusion_of
 from tracker.privacy.export import DEFAULT_EXPORT_DIR, export_person, person_tables
 from tracker.privacy.find import Person, SubjectQuery, find_person, parse_subject, scope_for
@@ -222,6 +222,7 @@ async def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
             # Names no identifier: the erased person must not reappear through this entry.
             await _audit(db, person, "privacy.erase", now, f"erasure:{report.erasure_id}",
                          tables=report.tables, total=report.total)  # fmt: skip
+        await tell_consoles(hub, report, now)
     finally:
         if client is not None:
             await client.aclose()

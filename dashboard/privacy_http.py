@@ -38,7 +38,7 @@ from tracker.geo import truncate_ip
 from tracker.models import AuditEntry, ExportRecord, PurgeCursor, Site
 from tracker.phones import phone_forms
 from tracker.privacy import breach, register, retention
-from tracker.privacy.erase import PoolReleaser, erase_person
+from tracker.privacy.erase import PoolReleaser, erase_person, tell_consoles
 from tracker.privacy.exclusion import (
     ExclusionCache,
     add_exclusion,
@@ -877,6 +877,8 @@ async def erase(request: web.Request) -> web.Response:
     confirmed = str(form.get("confirm", "")) == "yes"
     drop = str(form.get("drop_exclusion", "")) == "yes"
     pool: PoolReleaser | None = getattr(request.app.get(appkeys.NUMBERS), "pool", None)
+    hub = request.app.get(appkeys.HUB)
+    live = hub.backend if hub is not None else None
     try:
         async with request.app[appkeys.DATABASE].begin() as db:
             person = await _find(db, ctx, lookup)
@@ -884,15 +886,16 @@ async def erase(request: web.Request) -> web.Response:
                 await _audit(db, ctx, "privacy.erase_preview", None,
                              subject=person.subject(ctx.secret), records=person.record_refs())  # fmt: skip
             else:
-                hub = request.app.get(appkeys.HUB)
                 report = await erase_person(
                     db, person, secret_key=ctx.secret,
                     export_dir=request.app[appkeys.PRIVACY_EXPORT_DIR], now=ctx.now, pool=pool,
-                    drop_exclusion=drop, hub=hub.backend if hub is not None else None,
+                    drop_exclusion=drop, hub=live,
                 )  # fmt: skip
                 # Names no identifier: the erased person must not reappear through this entry.
                 await _audit(db, ctx, "privacy.erase", f"erasure:{report.erasure_id}",
                              tables=report.tables, total=report.total)  # fmt: skip
+        if confirmed:
+            await tell_consoles(live, report, ctx.now)  # committed: consoles may resync now
     except ApiError as exc:
         return _error_page(ctx, exc, BASE)
     tr = ctx.tr

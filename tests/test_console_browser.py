@@ -584,3 +584,45 @@ async def set_site_settings(stack: Stack, settings: dict[str, Any]) -> None:
         assert site is not None
         site.settings = settings
     stack.app[appkeys.SITE_CACHE].invalidate(stack.site_key)
+
+
+def test_an_erased_visitor_disappears_from_an_open_console(stack: Stack, browser: Browser) -> None:
+    from tracker.privacy.erase import erase_person, tell_consoles
+    from tracker.privacy.find import Scope, SubjectQuery, find_person
+
+    advisor, console = console_for(stack, browser, stack.ana)
+    console_errors = watch(console)
+    shopper, page = visit(stack, browser)
+    page.click("#add")
+    row = visitor_row(console, page)
+    expect(row).to_contain_text("2 580,00 €")
+    ask_callback(page, "07 81 92 03 14", "Effacez-moi ensuite")
+    card = request_card(console, "+33 7 81 92 03 14")
+    expect(card).to_be_visible()
+    card.get_by_role("button", name="Visiteur →").click()
+    expect(console.locator("#panel")).to_contain_text("Gravel Aventure")
+    session_id = str(page.evaluate("window.calltrack.s()"))
+
+    async def erase() -> None:
+        async with stack.database.begin() as db:
+            site = await db.get(Site, stack.site_id)
+            assert site is not None
+            scope = Scope(site.account_id, (site.id,), "FR")
+            person = await find_person(db, scope, SubjectQuery("session", session_id), "k")
+            hub = stack.app[appkeys.HUB].backend
+            export_dir = stack.app[appkeys.PRIVACY_EXPORT_DIR]
+            now = SystemClock().now()
+            report = await erase_person(
+                db, person, secret_key="k", export_dir=export_dir, now=now, hub=hub
+            )
+        await tell_consoles(hub, report, now)  # once committed, as the privacy page does
+
+    stack.query(erase())
+    # Gone from the visitors, the callback queue and the panel, without a reload.
+    expect(row).to_have_count(0)
+    expect(card).to_have_count(0)
+    expect(console.locator("#panel")).not_to_contain_text("Gravel Aventure")
+    expect(console.locator("#conn")).to_have_attribute("data-state", "live")
+    assert console_errors == []
+    shopper.close()
+    advisor.close()

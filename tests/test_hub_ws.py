@@ -420,3 +420,47 @@ async def test_a_ringing_call_pops_the_callers_visit_then_updates(
     update = (await receive(ws))["event"]
     assert update["kind"] == "call.updated" and update["data"]["call"]["status"] == "in-progress"
     await ws.close()
+
+
+@pytest.mark.parametrize("hub_kind", ["memory", "redis"])
+async def test_an_erased_visitor_leaves_open_and_resuming_consoles(
+    shop: Shop, database: Database, tmp_path: Any
+) -> None:
+    from tracker.privacy.erase import erase_person, tell_consoles
+    from tracker.privacy.find import Scope, SubjectQuery, find_person
+
+    ws = await shop.connect()
+    await command(ws, 1, "subscribe", sites=None)
+    # Someone else's event, which the erasure must keep.
+    await publish_site_event(shop.app, shop.site.id, "call.tagged", {"target_id": 1, "tag": "x"})
+    before = (await receive(ws))["event"]["id"]
+    visit = await shop.collect(ti="Vélos de route")
+    assert (await receive(ws))["event"]["data"]["session"]["id"] == visit["s"]
+    await ws.close()  # a second console will resume from `before`
+    live = await shop.connect()
+    await command(live, 1, "subscribe", sites=None)
+
+    backend = shop.app[appkeys.HUB].backend
+    scope = Scope(shop.site.account_id, (shop.site.id,), "FR")
+    async with database.begin() as db:
+        person = await find_person(db, scope, SubjectQuery("session", visit["s"]), "secret")
+        now = shop.app[appkeys.CLOCK].now()
+        report = await erase_person(
+            db, person, secret_key="secret", export_dir=tmp_path, now=now, hub=backend
+        )
+    await tell_consoles(backend, report, now)  # once committed, as the privacy page does
+    erased = (await receive(live))["event"]
+    assert erased["kind"] == "visitor.erased" and erased["site"] == shop.site.site_key
+    assert erased["data"] == {}  # it names nobody: consoles fetch a fresh snapshot
+    snapshot = await command(live, 2, "snapshot", site=None)
+    assert visit["s"] not in {v["id"] for v in snapshot["result"]["visitors"]}
+    await live.close()
+
+    # A console that resumes is replayed the erasure, never the erased visit's pages.
+    resumed = await shop.connect()
+    reply = await command(
+        resumed, 1, "subscribe", sites=None, last_event_ids={shop.site.site_key: before}
+    )
+    assert reply["result"]["replayed"] == 1 and reply["result"]["gap"] is False
+    assert (await receive(resumed))["event"]["kind"] == "visitor.erased"
+    await resumed.close()

@@ -46,7 +46,7 @@ from tracker.models import (
 )
 from tracker.numbers.pool import HeldLease, PoolSnapshot, RedisNumberPool, pool_key
 from tracker.phones import phone_forms
-from tracker.privacy.erase import erase_person
+from tracker.privacy.erase import erase_person, tell_consoles
 from tracker.privacy.exclusion import add_exclusion
 from tracker.privacy.export import export_person
 from tracker.privacy.find import Person, Scope, SubjectQuery, find_person
@@ -320,9 +320,12 @@ async def test_erasure_leaves_nothing_identifying_in_any_table_or_redis(
                                     pool=pool, drop_exclusion=True, hub=hub)  # fmt: skip
 
     assert report.live_events_deleted == 2
+    await tell_consoles(hub, report, NOW)
     kept = await hub.read_after(seeded.site.id, "0-0")
-    assert [json.loads(e.data) for e in kept.events] == [
-        {"session": {"id": seeded.bystander_session}}
+    # The bystander's page stays, and consoles are told to resync, without a name.
+    assert [(e.kind, json.loads(e.data)) for e in kept.events] == [
+        ("visitor.pageview", {"session": {"id": seeded.bystander_session}}),
+        ("visitor.erased", {}),
     ]
     assert report.tables["sessions"] == {"deleted": 2}
     assert report.tables["pageviews"] == {"deleted": 4}

@@ -28,6 +28,7 @@ EventKind = Literal[
     "call.updated",
     "call.tagged",
     "contact.tagged",
+    "visitor.erased",
 ]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 
@@ -139,6 +140,14 @@ class TaggedData(TypedDict):
     tag: str
 
 
+class VisitorErasedData(TypedDict):
+    """Empty: a person of the site was erased (GDPR art. 17) and the event must not say who.
+
+    Consoles fetch a fresh `snapshot` (and reload an open visitor panel), which no longer holds
+    the person; resuming consoles are replayed this event, not the erased ones.
+    """
+
+
 DATA_MODELS: dict[str, type] = {
     "visitor.pageview": VisitorPageviewData,
     "visitor.cart": VisitorCartData,
@@ -150,6 +159,7 @@ DATA_MODELS: dict[str, type] = {
     "call.updated": CallUpdatedData,
     "call.tagged": TaggedData,
     "contact.tagged": TaggedData,
+    "visitor.erased": VisitorErasedData,
 }
 
 
@@ -197,6 +207,11 @@ class TaggedEvent(_Envelope):
     data: TaggedData
 
 
+class VisitorErasedEvent(_Envelope):
+    kind: Literal["visitor.erased"]
+    data: VisitorErasedData
+
+
 HubEvent = Union[  # noqa: UP007 (a Union reads better than a ten-line `|` chain)
     VisitorPageviewEvent,
     VisitorCartEvent,
@@ -205,6 +220,7 @@ HubEvent = Union[  # noqa: UP007 (a Union reads better than a ten-line `|` chain
     CallRingingEvent,
     CallUpdatedEvent,
     TaggedEvent,
+    VisitorErasedEvent,
 ]
 
 

@@ -351,6 +351,28 @@
         if (S.panel && S.panel.data) refreshPanelFor(S.panel.id);
         break;
       }
+      case 'visitor.erased': {
+        // Someone was erased (the event does not say who): nothing of theirs stays on screen.
+        resync();
+        break;
+      }
+    }
+  }
+
+  async function resync() {
+    // Rebuild from a snapshot, which no longer holds an erased person, and reload the panel.
+    try {
+      const snap = await send('snapshot', {site: null});
+      S.pops.clear();
+      applySnapshot(snap);
+    } catch (e) { return; }
+    const id = S.panel && S.panel.id;
+    if (!id) return;
+    try {
+      const data = await send('visitor', {session_id: id});
+      if (S.panel && S.panel.id === id) { S.panel.data = data; renderPanel(); }
+    } catch (e) {
+      if (S.panel && S.panel.id === id) closePanel();
     }
   }
 

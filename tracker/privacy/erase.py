@@ -23,6 +23,7 @@ Erasure is idempotent: a second run finds nothing and reports zeros.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import secrets
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
@@ -60,9 +61,11 @@ class PoolReleaser(Protocol):
 
 
 class HubForgetter(Protocol):
-    """The live hub's backend (`dashboard.hub.backend.HubBackend.forget`)."""
+    """The live hub's backend (`dashboard.hub.backend.HubBackend`: forget, publish)."""
 
     async def forget(self, site_ids: Iterable[int], tokens: Collection[str]) -> int: ...
+
+    async def publish(self, site_id: int, kind: str, at: str, data: str) -> Any: ...
 
 
 @dataclass
@@ -74,6 +77,9 @@ class ErasureReport:
     redis_released: int = 0
     files_deleted: int = 0
     live_events_deleted: int = 0
+    # The sites whose live consoles must be told, once the erasure is committed
+    # (`tell_consoles`); not part of the report.
+    site_ids: set[int] = field(default_factory=set)
 
     def add(self, table: str, what: str, count: int) -> None:
         if count:
@@ -142,6 +148,23 @@ async def _release_numbers(
     return released
 
 
+async def tell_consoles(hub: HubForgetter | None, report: ErasureReport, now: dt.datetime) -> None:
+    """Have open consoles drop an erased person (`visitor.erased`, docs/hub-protocol.md).
+
+    Call it after the erasure committed: consoles answer with a fresh snapshot, which must no
+    longer hold the person. The event names nobody. It follows `forget` in the stream, so a
+    console that resumes later is replayed it, not the erased events.
+    """
+    if hub is None:
+        return
+    for site_id in sorted(report.site_ids):
+        try:
+            await hub.publish(site_id, "visitor.erased", now.isoformat(), "{}")
+        except Exception:
+            # The erasure stands; consoles drop the person at their next reload or reconnect.
+            logging.getLogger("calltrack.privacy").exception("visitor.erased not published")
+
+
 async def erase_person(
     db: AsyncSession,
     person: Person,
@@ -162,6 +185,7 @@ async def erase_person(
         sites = {s.site_id for s in person.sessions} | {c.site_id for c in person.calls}
         sites |= {r.site_id for r in person.contact_requests}
         report.live_events_deleted = await hub.forget(sites, substrings)
+        report.site_ids = sites
 
     for record in person.exports:
         if delete_export_file(export_dir, record):
