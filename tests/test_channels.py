@@ -510,3 +510,23 @@ def test_many_distinct_sessions_classify_independently() -> None:
         classify(url, referrer, site_domain="velos-martin.fr").channel for url, referrer in sessions
     ]
     assert channels == ["Paid Search"] * 3_000 + ["Referral"] * 3_000
+
+
+@pytest.mark.parametrize(
+    ("referrer", "expected"),
+    [
+        # Google's list names amazon.com and amazon.co.uk, not every country's marketplace.
+        ("https://www.amazon.fr/gp/product/B0", "Organic Shopping"),
+        ("https://www.ebay.fr/itm/1", "Organic Shopping"),
+        ("https://www.amazon.com.au/", "Organic Shopping"),
+        ("https://www.dailymotion.fr/video/x1", "Organic Video"),
+        # Only shopping and video brands: search and social come from Matomo's lists, and a
+        # listed word used as a brand elsewhere says nothing ("cnn" is a search source there).
+        ("https://edition.cnn.fr/", "Referral"),
+        ("https://amazon-avis.fr/", "Referral"),
+        ("https://www.amazonia-voyages.fr/", "Referral"),
+        ("https://blog.example.fr/", "Referral"),
+    ],
+)
+def test_marketplace_and_video_country_domains(referrer: str, expected: str) -> None:
+    assert channel_for(SITE, referrer) == expected

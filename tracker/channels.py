@@ -21,6 +21,11 @@ we fall back on the same manual rules applied to what the landing URL says. The 
   tagging; it is recorded as the campaign.
 - utm_source without utm_medium gives medium "(not set)" (and the reverse), as in GA4, which is
   why such links land in Unassigned there too.
+- A referrer whose host is not in Google's list but whose brand is listed as a shopping or video
+  source counts as that: "www.amazon.fr" and "ebay.fr" are Organic Shopping like "amazon.com",
+  "dailymotion.fr" Organic Video. Google's list holds few country domains (amazon.co.uk but not
+  amazon.fr), which would make a European shop's marketplace visits plain Referral. Search
+  engines and social networks need no such rule: Matomo's lists name their country domains.
 """
 
 from __future__ import annotations
@@ -121,6 +126,20 @@ _NO_CATEGORY: Final[frozenset[SourceCategory]] = frozenset()
 def source_categories(source: str) -> frozenset[SourceCategory]:
     """Return the GA4 source categories of a source ("google" -> SEARCH), if it is listed."""
     return _SOURCE_CATEGORIES.get(source.strip().casefold(), _NO_CATEGORY)
+
+
+# Categories a referrer's brand alone may give (see the module's docstring).
+_BRAND_CATEGORIES: Final[frozenset[SourceCategory]] = frozenset({"SHOPPING", "VIDEO"})
+# Second-level labels under which country domains register ("amazon.co.uk", "ebay.com.au").
+_SECOND_LEVEL: Final = frozenset({"co", "com", "net", "org", "ne", "or", "gob", "gov", "ac"})
+
+
+def _brand(host: str) -> str:
+    """Return the label that names a host's registered domain: "www.amazon.co.uk" -> "amazon"."""
+    labels = host.split(".")
+    if len(labels) >= 3 and labels[-2] in _SECOND_LEVEL and len(labels[-1]) == 2:
+        return labels[-3]
+    return labels[-2] if len(labels) >= 2 else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +294,9 @@ def classify(
         # GA4 would report the referrer's host as the source ("m.facebook.com"), and its list
         # holds hosts such as "news.ycombinator.com": match those too, not only our short name.
         categories |= source_categories(strip_www(parsed.host))
+        if not categories:
+            brand = source_categories(_brand(parsed.host))
+            categories = brand & _BRAND_CATEGORIES
     return Attribution(
         channel=channel_group(source, medium, campaign, categories),
         source=source,
