@@ -6,14 +6,13 @@ import os
 import re
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from support.app import free_port
+from support.process import stop, wait_answering
 
 from tracker.phones import phone_forms
 
@@ -45,27 +44,18 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"calltrack demo did not start:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/healthz", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
+        wait_answering(
+            f"{url}/healthz",
+            process,
+            failure=lambda why: f"calltrack demo {why}:\n{log.read_text()[-3000:]}",
+        )
         printed = log.read_text()
         assert "Calltrack demo is ready" in printed and f"{url}/demo/" in printed
         line = re.search(r"Tracking numbers: (.+)", printed)
         assert line, printed
         yield Demo(url, [n.strip() for n in line.group(1).split(",")])
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 def _phone(page: Any) -> str:

@@ -16,9 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ from typing import Any
 import pytest
 from sqlalchemy import delete
 from support.app import free_port, make_settings
+from support.process import stop, wait_answering
 from test_telephony_webhooks import random_e164
 
 from dashboard import telephony_cli
@@ -68,21 +66,6 @@ def _install_prism() -> None:
     )
 
 
-def _wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"Prism exited with status {process.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except urllib.error.HTTPError:
-            return  # Prism answers (401/404 for this path): it is listening.
-        except OSError:
-            time.sleep(0.3)
-    pytest.fail(f"Prism did not listen within {timeout} s")
-
-
 @pytest.fixture(scope="session")
 def prism_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Serve Twilio's OpenAPI spec with Prism on a random local port."""
@@ -101,14 +84,17 @@ def prism_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_for(f"{url}/2010-04-01/Accounts.json", process)
+        # Prism answers 401/404 on this path once it listens.
+        wait_answering(
+            f"{url}/2010-04-01/Accounts.json",
+            process,
+            timeout=180,
+            any_status=True,
+            failure=lambda why: f"Prism {why}",
+        )
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 class CheckedHttpClient(RebasedHttpClient):
