@@ -238,7 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        # A CALLTRACK_* variable that does not parse: say which, without a traceback.
+        print(f"calltrack: configuration error: {exc}", file=sys.stderr)
+        return 2
     if args.command in ("serve", "demo") and not os.environ.get("CALLTRACK_PUBLIC_URL"):
         # Without a configured public URL, the snippet and webhook URLs point at where this
         # process listens (a wildcard address is reached through loopback).

@@ -87,6 +87,8 @@ def create_carrier(
             settings.twilio_account_sid,
             settings.twilio_auth_token,
             api_url=settings.twilio_api_url,
+            bundle_sids=settings.twilio_bundle_sids,
+            address_sids=settings.twilio_address_sids,
         )
     if name == SIMULATED:
         return SimulatedTelephony(

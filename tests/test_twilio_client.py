@@ -105,9 +105,11 @@ class CheckedHttpClient(RebasedHttpClient):
         self.exchanges: list[tuple[str, str, int]] = []
         self.sent_lists: dict[str, list[str]] = {}
         self.request_violations: list[Any] = []
+        self.sent_forms: list[dict[str, Any]] = []
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         data = kwargs.get("data") or {}
+        self.sent_forms.append(dict(data))
         self.sent_lists = {k: v for k, v in data.items() if isinstance(v, list)}
         if self.sent_lists:
             # Twilio takes an array as the same key repeated (the spec says so for
@@ -147,6 +149,55 @@ async def test_search_and_buy_numbers(
         ("POST", f"{ACCOUNT_SID}/IncomingPhoneNumbers.json"),
     ]
     assert all(url.startswith(prism_url) for _, url, _ in http.exchanges)
+
+
+BUNDLE_FR = "BU" + "0a1b2c3d" * 4
+ADDRESS_FR = "AD" + "4e5f6a7b" * 4
+
+
+async def test_a_purchase_names_the_countrys_regulatory_bundle_and_address(
+    prism_url: str,
+) -> None:
+    # France (like most of Europe) requires a Bundle and an Address with each number bought.
+    http = CheckedHttpClient(prism_url)
+    carrier = TwilioCarrier(
+        ACCOUNT_SID,
+        AUTH_TOKEN,
+        http_client=http,
+        bundle_sids={"fr": BUNDLE_FR},
+        address_sids={"FR": ADDRESS_FR},
+    )
+    try:
+        await carrier.buy("+33199001234", WEBHOOKS)
+        await carrier.buy("+442079460958", WEBHOOKS)  # none configured for GB
+    finally:
+        carrier.close()
+    assert http.request_violations == []  # Prism checked the fields against Twilio's spec
+    french, british = http.sent_forms
+    assert french["BundleSid"] == BUNDLE_FR and french["AddressSid"] == ADDRESS_FR
+    assert french["PhoneNumber"] == "+33199001234"
+    assert "BundleSid" not in british and "AddressSid" not in british
+
+
+def test_regulatory_sids_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tracker.config import Settings
+
+    monkeypatch.setenv("CALLTRACK_TWILIO_BUNDLE_SIDS", f" fr={BUNDLE_FR} , DE={BUNDLE_FR}")
+    monkeypatch.setenv("CALLTRACK_TWILIO_ADDRESS_SIDS", f"FR={ADDRESS_FR}")
+    settings = Settings.from_env()
+    assert settings.twilio_bundle_sids == {"FR": BUNDLE_FR, "DE": BUNDLE_FR}
+    assert settings.twilio_address_sids == {"FR": ADDRESS_FR}
+    for wrong in (f"FR={ADDRESS_FR}", "FR=BU123", f"France={BUNDLE_FR}", "BU" + "z" * 32):
+        monkeypatch.setenv("CALLTRACK_TWILIO_BUNDLE_SIDS", wrong)
+        with pytest.raises(ValueError, match="CALLTRACK_TWILIO_BUNDLE_SIDS"):
+            Settings.from_env()
+    # The command line says which variable is wrong, without a traceback.
+    from dashboard.cli import main
+
+    assert main(["site", "list"]) == 2
+    assert "configuration error: CALLTRACK_TWILIO_BUNDLE_SIDS" in capsys.readouterr().err
 
 
 async def test_configure_an_owned_number_and_release_it(

@@ -27,6 +27,32 @@ def _int_env(name: str, default: int) -> int:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+_SID_PREFIXES = {"CALLTRACK_TWILIO_BUNDLE_SIDS": "BU", "CALLTRACK_TWILIO_ADDRESS_SIDS": "AD"}
+
+
+def _country_sids(name: str) -> dict[str, str]:
+    """Parse "FR=BU…,DE=BU…" into {"FR": "BU…"}: per-country Twilio regulatory resources."""
+    raw = _env(name)
+    found: dict[str, str] = {}
+    prefix = _SID_PREFIXES[name]
+    for item in (raw or "").split(","):
+        if not item.strip():
+            continue
+        country, _, sid = item.partition("=")
+        country, sid = country.strip().upper(), sid.strip()
+        valid_sid = len(sid) == 34 and sid.startswith(prefix)
+        if len(country) != 2 or not country.isalpha() or not valid_sid:
+            raise ValueError(
+                f"{name} must read like FR={prefix}{'0' * 32},DE=...; got {item.strip()!r}"
+            )
+        try:
+            int(sid[2:], 16)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {sid!r} is not a {prefix} SID") from exc
+        found[country] = sid
+    return found
+
+
 def normalise_database_url(url: str) -> str:
     """Map plain `postgresql://` and `sqlite://` URLs to their async drivers."""
     if url.startswith("postgres://"):
@@ -50,6 +76,10 @@ class Settings:
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = None
     twilio_api_url: str | None = None
+    # Regulatory resources Twilio requires to buy numbers in some countries (France, Germany,
+    # Belgium, …): country code → Bundle SID / Address SID, given with each purchase there.
+    twilio_bundle_sids: dict[str, str] = field(default_factory=dict)
+    twilio_address_sids: dict[str, str] = field(default_factory=dict)
     carrier: str = "simulated"
     log_level: str = "INFO"
     redis_prefix: str = "calltrack:"
@@ -72,6 +102,8 @@ class Settings:
             "twilio_account_sid": _env("CALLTRACK_TWILIO_ACCOUNT_SID"),
             "twilio_auth_token": _env("CALLTRACK_TWILIO_AUTH_TOKEN"),
             "twilio_api_url": _env("CALLTRACK_TWILIO_API_URL"),
+            "twilio_bundle_sids": _country_sids("CALLTRACK_TWILIO_BUNDLE_SIDS"),
+            "twilio_address_sids": _country_sids("CALLTRACK_TWILIO_ADDRESS_SIDS"),
             "carrier": _env("CALLTRACK_CARRIER")
             or ("twilio" if _env("CALLTRACK_TWILIO_ACCOUNT_SID") else "simulated"),
             "log_level": _env("CALLTRACK_LOG_LEVEL", "INFO") or "INFO",

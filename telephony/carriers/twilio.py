@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import phonenumbers
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
@@ -78,6 +79,13 @@ def _message(response: Any) -> str:
     return str(body.get("message") or body.get("detail") or body.get("title") or body)[:200]
 
 
+def _country_of(e164: str) -> str | None:
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
+    except phonenumbers.NumberParseException:
+        return None
+
+
 class TwilioCarrier:
     """Search, buy, configure and release Twilio numbers; place bridged calls."""
 
@@ -90,9 +98,14 @@ class TwilioCarrier:
         *,
         api_url: str | None = None,
         http_client: TwilioHttpClient | None = None,
+        bundle_sids: Mapping[str, str] | None = None,
+        address_sids: Mapping[str, str] | None = None,
     ) -> None:
         self.http_client = http_client or RebasedHttpClient(api_url)
         self.client = Client(account_sid, auth_token, http_client=self.http_client)
+        # Per country (ISO code): the Bundle and Address a purchase there must name.
+        self.bundle_sids = {k.upper(): v for k, v in (bundle_sids or {}).items()}
+        self.address_sids = {k.upper(): v for k, v in (address_sids or {}).items()}
 
     async def _call(self, work: Callable[[], T]) -> T:
         try:
@@ -128,6 +141,13 @@ class TwilioCarrier:
     async def buy(self, e164: str, webhooks: WebhookUrls) -> ProvisionedNumber:
         """Buy a number with its voice and status webhooks already set."""
 
+        options: dict[str, Any] = {}
+        country = _country_of(e164)
+        if country in self.bundle_sids:
+            options["bundle_sid"] = self.bundle_sids[country]
+        if country in self.address_sids:
+            options["address_sid"] = self.address_sids[country]
+
         def work() -> ProvisionedNumber:
             bought = self.client.incoming_phone_numbers.create(
                 phone_number=e164,
@@ -135,6 +155,7 @@ class TwilioCarrier:
                 voice_method="POST",
                 status_callback=webhooks.status_url,
                 status_callback_method="POST",
+                **options,
             )
             return self._provisioned(bought, e164)
 
