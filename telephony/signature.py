@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -47,12 +47,18 @@ def simulated_auth_token(secret_key: str) -> str:
     ).hexdigest()
 
 
-def signing_tokens(settings: Settings) -> dict[str, str]:
-    """Return the auth token of each carrier that can sign webhooks here, by provider."""
-    tokens: dict[str, str] = {}
-    if settings.twilio_auth_token:
-        tokens[TWILIO] = settings.twilio_auth_token
-    tokens[SIMULATED] = simulated_auth_token(settings.secret_key)
+def signing_tokens(settings: Settings) -> list[tuple[str, str]]:
+    """Return (provider, auth token) for each token that can sign webhooks here.
+
+    Twilio may have two: while an auth token is rotated, Twilio signs with the primary one
+    until the secondary is promoted, and the operator cannot switch every worker at that
+    instant; accepting both for the rotation keeps calls from being refused meanwhile.
+    """
+    tokens: list[tuple[str, str]] = []
+    for token in (settings.twilio_auth_token, settings.twilio_auth_token_secondary):
+        if token:
+            tokens.append((TWILIO, token))
+    tokens.append((SIMULATED, simulated_auth_token(settings.secret_key)))
     return tokens
 
 
@@ -92,7 +98,7 @@ def sign(token: str, url: str, params: Mapping[str, str]) -> str:
 
 
 def identify_signer(
-    tokens: Mapping[str, str], url: str, params: Any, signature: str | None
+    tokens: Iterable[tuple[str, str]], url: str, params: Any, signature: str | None
 ) -> str | None:
     """Return the provider whose token validates this request, or None for a forgery.
 
@@ -101,7 +107,7 @@ def identify_signer(
     """
     if not signature or len(signature) > 200:
         return None
-    for provider, token in tokens.items():
+    for provider, token in tokens:
         if RequestValidator(token).validate(url, params, signature):
             return provider
     return None

@@ -316,6 +316,25 @@ async def test_forged_signatures_are_refused_with_403(world: World, case: str) -
     assert await world.call(sid) is None
 
 
+async def test_both_twilio_tokens_sign_during_a_rotation(
+    aiohttp_client: ClientFactory, database: Database, database_url: str, clock: FrozenClock
+) -> None:
+    """CALLTRACK_TWILIO_AUTH_TOKEN_SECONDARY is accepted too, and only for Twilio's numbers."""
+    app = telephony_app(database_url, clock, twilio_auth_token_secondary="rotated-token")
+    world = await build_world(database, await aiohttp_client(app), clock)
+    for token in (TWILIO_TOKEN, "rotated-token"):
+        sid = call_sid()
+        params = voice_params(world.pool.e164, sid)
+        response = await world.post("/telephony/twilio/voice", params, token=token)
+        assert response.status == 200, await response.text()
+        call = await world.call(sid)
+        assert call is not None and call.session_id == world.session.id
+    forged = await world.post(
+        "/telephony/twilio/voice", voice_params(world.pool.e164), token="a-third-token"
+    )
+    assert forged.status == 403
+
+
 @pytest.mark.parametrize(
     "public_url",
     [

@@ -75,6 +75,8 @@ class Settings:
     demo: bool = False
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = None
+    # During an auth-token rotation: the other token, also accepted on webhooks.
+    twilio_auth_token_secondary: str | None = None
     twilio_api_url: str | None = None
     # Regulatory resources Twilio requires to buy numbers in some countries (France, Germany,
     # Belgium, …): country code → Bundle SID / Address SID, given with each purchase there.
@@ -101,6 +103,7 @@ class Settings:
             "max_body_bytes": _int_env("CALLTRACK_MAX_BODY_BYTES", 64 * 1024),
             "twilio_account_sid": _env("CALLTRACK_TWILIO_ACCOUNT_SID"),
             "twilio_auth_token": _env("CALLTRACK_TWILIO_AUTH_TOKEN"),
+            "twilio_auth_token_secondary": _env("CALLTRACK_TWILIO_AUTH_TOKEN_SECONDARY"),
             "twilio_api_url": _env("CALLTRACK_TWILIO_API_URL"),
             "twilio_bundle_sids": _country_sids("CALLTRACK_TWILIO_BUNDLE_SIDS"),
             "twilio_address_sids": _country_sids("CALLTRACK_TWILIO_ADDRESS_SIDS"),
