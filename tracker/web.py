@@ -106,6 +106,8 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+# One decoder for every body: json.loads with a keyword builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -130,7 +132,7 @@ def loads_strict(text: str) -> Any:
     a browser's JSON.stringify emits for a broken string) becomes U+FFFD: UTF-8, and so
     PostgreSQL and SQLite, cannot hold it.
     """
-    value = json.loads(text, parse_constant=_no_constant)
+    value = _DECODER.decode(text)
     if "\\ud" in text or "\\uD" in text:
         value = _without_lone_surrogates(value)
     return value
