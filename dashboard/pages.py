@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import html
 import secrets
+from typing import TYPE_CHECKING
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from dashboard.auth import Auth
 
 # Inline scripts run only with this response's nonce; visitor-supplied text can never become
 # script, even if a template forgot to escape it (defence in depth for the console).
@@ -58,6 +62,13 @@ NAV_ITEMS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("/dashboard/privacy", "Privacy", "Confidentialité", ("admin", "dpo")),
     ("/dashboard/settings", "Settings", "Réglages", ("admin",)),
 ]
+
+
+def nav_for(auth: Auth, lang: str, active: str) -> str:
+    """Render `top_nav` for the signed-in user of `auth`."""
+    return top_nav(
+        role=auth.user.role, email=auth.user.email, csrf=auth.csrf, lang=lang, active=active
+    )
 
 
 def top_nav(*, role: str, email: str, csrf: str, lang: str, active: str) -> str:

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashboard.auth import Auth, check_csrf, require
 from dashboard.i18n import TEXTS, pick_language, t
-from dashboard.pages import escape, render_page, top_nav
+from dashboard.pages import escape, nav_for, render_page
 from dashboard.reports import rollup
 from tracker import appkeys
 from tracker.audit import audit
@@ -381,13 +381,7 @@ async def _audit(
 
 
 def _page(ctx: Ctx, title: str, body: str, active: str, *, status: int = 200) -> web.Response:
-    nav = top_nav(
-        role=ctx.auth.user.role,
-        email=ctx.auth.user.email,
-        csrf=ctx.auth.csrf,
-        lang=ctx.lang,
-        active=BASE,
-    )
+    nav = nav_for(ctx.auth, ctx.lang, BASE)
     tabs = "".join(
         f'<a href="{path}"{" aria-current=page" if path == active else ""}>'
         f"{escape(ctx.tr(key))}</a>"

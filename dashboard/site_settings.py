@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashboard.auth import Auth, check_csrf, require
 from dashboard.i18n import pick_language, t
-from dashboard.pages import escape, new_nonce, render_page, top_nav
+from dashboard.pages import escape, nav_for, new_nonce, render_page
 from tracker import appkeys
 from tracker.audit import audit
 from tracker.contacts import (
@@ -370,13 +370,7 @@ if (always) { always.addEventListener("change", sync); sync(); }
 
 def _page(ctx: Ctx, content: str, site: Site | None = None, *, status: int = 200) -> web.Response:
     nonce = new_nonce()
-    nav = top_nav(
-        role=ctx.auth.user.role,
-        email=ctx.auth.user.email,
-        csrf=ctx.auth.csrf,
-        lang=ctx.lang,
-        active=BASE,
-    )
+    nav = nav_for(ctx.auth, ctx.lang, BASE)
     other = "fr" if ctx.lang == "en" else "en"
     query = {"site": site.site_key} if site is not None else {}
     switch = (

@@ -9,13 +9,12 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.app import BACKENDS, CHROMIUM
+from support.app import BACKENDS, CHROMIUM, in_thread
 
 from dashboard.bench.snippet import CHROMIUM_ARGS
 from tracker.db import Database, migrate_sync
@@ -24,24 +23,6 @@ PG_ADMIN_URL = os.environ.get(
     "CALLTRACK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("CALLTRACK_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def in_thread(function: Any, *args: Any) -> Any:
-    """Run blocking set-up in a fresh thread: Playwright's sync API keeps a loop running here."""
-    box: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            box["value"] = function(*args)
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
 
 
 async def _pg_admin(sql: str) -> None:

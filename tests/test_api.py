@@ -345,7 +345,7 @@ async def test_every_operation_was_validated(api: Api) -> None:
 def test_token_create_prints_the_token_once_and_stores_its_hash(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from conftest import in_thread
+    from support.app import in_thread
 
     from dashboard.cli import main
 

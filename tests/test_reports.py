@@ -529,22 +529,28 @@ async def test_dirty_days_are_recomputed_when_a_call_changes(database: Database)
         assert rows  # the other account has its own rollups, never in this account's reports
 
 
-async def test_a_restricted_caller_is_left_out_of_call_lists(database: Database) -> None:
-    from tracker.models import Call, Restriction
+async def restrict_caller(db: Any, seed: Seed, call_key: str, at: dt.datetime) -> Call:
+    """Restrict the caller of one of the seed's calls by phone number; return the call."""
+    from tracker.models import Restriction
 
+    call = await db.get(Call, seed.calls[call_key])
+    assert call is not None and call.caller_e164
+    db.add(
+        Restriction(
+            account_id=seed.account_id,
+            kind="phone",
+            value=call.caller_e164,
+            created_at=at,
+            created_by="dpo@velos-martin.fr",
+        )
+    )
+    return call
+
+
+async def test_a_restricted_caller_is_left_out_of_call_lists(database: Database) -> None:
     seed = await seed_reports(database)
     async with database.begin() as db:
-        call = await db.get(Call, seed.calls["c2"])
-        assert call is not None and call.caller_e164
-        db.add(
-            Restriction(
-                account_id=seed.account_id,
-                kind="phone",
-                value=call.caller_e164,
-                created_at=dt.datetime(2026, 1, 20, tzinfo=dt.UTC),
-                created_by="dpo@velos-martin.fr",
-            )
-        )
+        await restrict_caller(db, seed, "c2", dt.datetime(2026, 1, 20, tzinfo=dt.UTC))
     async with database.sessions() as db:
         scope = await scope_of(database, seed, "linear")
         lines, _ = await list_calls(db, scope, CallFilter())
@@ -553,23 +559,11 @@ async def test_a_restricted_caller_is_left_out_of_call_lists(database: Database)
 
 
 async def test_restricting_a_caller_takes_their_call_out_of_the_totals(database: Database) -> None:
-    from tracker.models import Call, Restriction
-
     seed = await seed_reports(database)
     async with database.sessions() as db:
         _, before = await breakdown(db, await scope_of(database, seed, "linear"), "channel")
     async with database.begin() as db:
-        call = await db.get(Call, seed.calls["c1"])
-        assert call is not None and call.caller_e164
-        db.add(
-            Restriction(
-                account_id=seed.account_id,
-                kind="phone",
-                value=call.caller_e164,
-                created_at=NOW,
-                created_by="dpo@velos-martin.fr",
-            )
-        )
+        call = await restrict_caller(db, seed, "c1", NOW)
         await rollup.mark_calls_dirty(db, [call], NOW)
     await rollup.refresh(database, FrozenClock(NOW), site_ids=[seed.site_a, seed.site_b])
     async with database.sessions() as db:

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from dashboard.cli import main
+from support.app import in_thread
 
 
 def run_cli(argv: list[str]) -> int:
     """Run the CLI in a fresh thread: its asyncio.run needs a thread without a running loop."""
-    box: dict[str, Any] = {}
 
-    def target() -> None:
+    def status() -> Any:
         try:
-            box["rc"] = main(argv)
+            return main(argv)
         except SystemExit as exc:
-            box["rc"] = exc.code
-        except BaseException as exc:
-            box["error"] = exc
+            return exc.code
 
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return int(box["rc"])
+    return int(in_thread(status))
