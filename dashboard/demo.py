@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import appkeys
@@ -60,8 +61,15 @@ async def ensure_demo_site(db: AsyncSession, clock: Clock) -> Site:
 
 
 async def _demo_site(request: web.Request) -> Site:
-    async with request.app[appkeys.DATABASE].begin() as db:
-        return await ensure_demo_site(db, request.app[appkeys.CLOCK])
+    database, clock = request.app[appkeys.DATABASE], request.app[appkeys.CLOCK]
+    try:
+        async with database.begin() as db:
+            return await ensure_demo_site(db, clock)
+    except IntegrityError:
+        # The first visitors arrived together and another request created the demo account
+        # first: it is there now.
+        async with database.begin() as db:
+            return await ensure_demo_site(db, clock)
 
 
 def _page(title: str, body: str, head: str = "") -> web.Response:

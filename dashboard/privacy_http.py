@@ -50,7 +50,7 @@ from tracker.privacy.find import Person, find_person, parse_subject, scope_for
 from tracker.privacy.hashing import subject_ref
 from tracker.privacy.rectify import RECTIFIABLE, rectify
 from tracker.privacy.restrict import lift_restriction, restrict_person
-from tracker.web import client_ip, read_form
+from tracker.web import client_ip, parse_id, read_form
 
 log = logging.getLogger("calltrack.privacy")
 PRIVACY_ROLES = ("admin", "dpo")
@@ -772,7 +772,8 @@ async def download_export(request: web.Request) -> web.StreamResponse:
     raw = request.match_info["id"]
     directory = request.app[appkeys.PRIVACY_EXPORT_DIR]
     async with request.app[appkeys.DATABASE].begin() as db:
-        record = await db.get(ExportRecord, int(raw)) if raw.isdigit() else None
+        export_id = parse_id(raw)
+        record = await db.get(ExportRecord, export_id) if export_id is not None else None
         if record is None or record.account_id != ctx.account_id or record.expires_at <= ctx.now:
             raise web.HTTPNotFound(text="no such export")
         path = export_path(directory, record)
@@ -1005,7 +1006,7 @@ async def exclusions_remove(request: web.Request) -> web.Response:
     raw = request.match_info["id"]
     try:
         async with request.app[appkeys.DATABASE].begin() as db:
-            entry = await remove_exclusion(db, ctx.account_id, int(raw) if raw.isdigit() else -1)
+            entry = await remove_exclusion(db, ctx.account_id, parse_id(raw) or -1)
             await _audit(db, ctx, "privacy.exclusion_remove", f"privacy_exclusions:{entry.id}",
                          kind=entry.kind)  # fmt: skip
     except ApiError as exc:

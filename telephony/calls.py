@@ -44,6 +44,7 @@ from tracker.errors import ApiError
 from tracker.models import BusinessNumber, Call, CarrierEvent, Site, TrackingNumber
 from tracker.phones import InvalidPhoneNumber, caller_location, to_e164
 from tracker.privacy.exclusion import is_excluded_callback, is_excluded_caller
+from tracker.web import is_digits
 
 log = logging.getLogger("calltrack.calls")
 
@@ -116,7 +117,7 @@ def _int(params: Params, name: str) -> int | None:
     value = _text(params, name)
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 9:
+    if not is_digits(value) or len(value) > 9:
         raise _bad(f"{name} must be a non-negative integer")
     return int(value)
 

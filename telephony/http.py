@@ -44,7 +44,7 @@ from telephony.signature import (
 )
 from tracker import appkeys
 from tracker.errors import ApiError
-from tracker.web import read_form, read_json
+from tracker.web import parse_id, read_form, read_json
 
 log = logging.getLogger("calltrack.telephony")
 # Webhook bodies are a few dozen short parameters; anything larger is not from a carrier.
@@ -146,8 +146,8 @@ async def whisper(request: web.Request) -> web.Response:
 async def bridge(request: web.Request) -> web.Response:
     """Answer the advisor's leg of a callback: dial the visitor."""
     provider, params = await verified_params(request)
-    raw_id = request.query.get("call", "")
-    if not raw_id.isdigit() or len(raw_id) > 18:
+    call_id = parse_id(request.query.get("call"))
+    if call_id is None:
         raise ApiError("invalid_parameters", "call must be a call id", status=400)
     call_sid = params.get("CallSid", "")
     if not CALL_SID.match(call_sid):
@@ -157,7 +157,7 @@ async def bridge(request: web.Request) -> web.Response:
         answer = await bridge_twiml(
             db,
             provider,
-            int(raw_id),
+            call_id,
             call_sid,
             public_url=app[appkeys.SETTINGS].public_url,
             now=app[appkeys.CLOCK].now(),

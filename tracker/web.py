@@ -49,6 +49,12 @@ _STATUS_CODES = {
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every error into `{"error": {"code", "message"}}`; never leak a traceback."""
+    if "%00" in request.raw_path:
+        # No text column of PostgreSQL can hold U+0000: refuse it before any handler reads
+        # the address (form and JSON bodies are handled in read_form and loads_strict).
+        return error_response(
+            "invalid_characters", "The address contains a NUL character (%00).", 400
+        )
     try:
         return await handler(request)
     except ApiError as exc:
@@ -70,11 +76,16 @@ async def read_form(
 ) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
     """Read a form body (urlencoded or multipart); a body that is not a UTF-8 form is a 400."""
     try:
-        return await request.post()
+        form = await request.post()
     except (UnicodeDecodeError, ValueError, AssertionError) as exc:
         # aiohttp raises these for bytes that are not UTF-8 and multipart bodies without
         # their boundary.
         raise ApiError("invalid_form", "the body is not a UTF-8 form", status=400) from exc
+    for name, value in form.items():
+        if isinstance(value, str) and ("\x00" in value or "\x00" in name):
+            # PostgreSQL text cannot hold U+0000; no browser or carrier sends it.
+            raise ApiError("invalid_form", "the form contains a NUL character", status=400)
+    return form
 
 
 async def read_json(request: web.Request, max_bytes: int) -> Any:
@@ -102,6 +113,23 @@ async def read_json(request: web.Request, max_bytes: int) -> Any:
         raise ApiError("invalid_json", "the body is not valid UTF-8 JSON") from exc
 
 
+# Ids are INTEGER columns: PostgreSQL refuses a parameter past 32 bits with an error.
+MAX_ID = 2**31 - 1
+
+
+def is_digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts "²", which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
+def parse_id(raw: str | None) -> int | None:
+    """The database id a URL or form names (1 to 2**31 - 1 in ASCII digits), else None."""
+    if not raw or len(raw) > 10 or not is_digits(raw):
+        return None
+    value = int(raw)
+    return value if 1 <= value <= MAX_ID else None
+
+
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
@@ -111,16 +139,13 @@ _DECODER = json.JSONDecoder(parse_constant=_no_constant)
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _without_lone_surrogates(value: Any) -> Any:
+def _storable(value: Any) -> Any:
     if isinstance(value, str):
-        return _LONE_SURROGATE.sub("\ufffd", value)
+        return _LONE_SURROGATE.sub("\ufffd", value).replace("\x00", "")
     if isinstance(value, list):
-        return [_without_lone_surrogates(item) for item in value]
+        return [_storable(item) for item in value]
     if isinstance(value, dict):
-        return {
-            _without_lone_surrogates(key): _without_lone_surrogates(item)
-            for key, item in value.items()
-        }
+        return {_storable(key): _storable(item) for key, item in value.items()}
     return value
 
 
@@ -130,11 +155,12 @@ def loads_strict(text: str) -> Any:
     Python's NaN, Infinity and -Infinity are refused, so no later int() or arithmetic meets a
     value no JSON sender can mean. A `\\uD800`-style escape of half a surrogate pair (which
     a browser's JSON.stringify emits for a broken string) becomes U+FFFD: UTF-8, and so
-    PostgreSQL and SQLite, cannot hold it.
+    PostgreSQL and SQLite, cannot hold it. A `\\u0000` is dropped: PostgreSQL's text cannot
+    hold U+0000 either.
     """
     value = _DECODER.decode(text)
-    if "\\ud" in text or "\\uD" in text:
-        value = _without_lone_surrogates(value)
+    if "\\ud" in text or "\\uD" in text or "\\u0000" in text:
+        value = _storable(value)
     return value
 
 

@@ -42,7 +42,7 @@ from tracker.models import (
     WebhookEndpoint,
 )
 from tracker.privacy.restrict import contact_request_visible, session_visible
-from tracker.web import client_ip, read_json
+from tracker.web import client_ip, is_digits, parse_id, read_json
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
@@ -117,15 +117,16 @@ def _limit(request: web.Request) -> int:
     raw = request.query.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not is_digits(raw) or len(raw) > 6 or not 1 <= int(raw) <= MAX_LIMIT:
         raise ApiError("invalid_limit", f"limit must be between 1 and {MAX_LIMIT}")
     return int(raw)
 
 
 def _int_id(raw: str, name: str) -> int:
-    if not raw.isdigit() or len(raw) > 18:
+    value = parse_id(raw)
+    if value is None:
         raise NotFound(f"unknown_{name}", f"no such {name} in your account")
-    return int(raw)
+    return value
 
 
 async def _scope(request: web.Request, *, default_days: int = 30) -> Scope:

@@ -42,7 +42,7 @@ from tracker.audit import audit
 from tracker.errors import ApiError
 from tracker.geo import truncate_ip
 from tracker.models import AdCost, AuditEntry, Site, WebhookDelivery, WebhookEndpoint
-from tracker.web import client_ip, read_form
+from tracker.web import client_ip, parse_id, read_form
 
 log = logging.getLogger("calltrack.reports")
 
@@ -696,10 +696,10 @@ async def calls_page(request: web.Request) -> web.Response:
 
 
 def _call_id(request: web.Request) -> int:
-    raw = request.match_info["call_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    call_id = parse_id(request.match_info["call_id"])
+    if call_id is None:
         raise ApiError("unknown_call", "no such call in your account", status=404)
-    return int(raw)
+    return call_id
 
 
 async def call_page(request: web.Request) -> web.Response:
@@ -1187,10 +1187,10 @@ async def webhooks_create(request: web.Request) -> web.Response:
 
 
 def _endpoint_id(request: web.Request) -> int:
-    raw = request.match_info["endpoint_id"]
-    if not raw.isdigit() or len(raw) > 9:
+    endpoint_id = parse_id(request.match_info["endpoint_id"])
+    if endpoint_id is None:
         raise ApiError("unknown_endpoint", "no such webhook endpoint in your account", status=404)
-    return int(raw)
+    return endpoint_id
 
 
 async def webhooks_test(request: web.Request) -> web.Response:

@@ -49,6 +49,7 @@ from tracker.models import (
     TrackedSession,
 )
 from tracker.privacy.restrict import call_visible
+from tracker.web import is_digits
 
 # The longest range a report may cover: two years of daily rows is still small.
 MAX_DAYS: Final = 731
@@ -392,7 +393,7 @@ async def heatmap(db: AsyncSession, scope: Scope) -> list[list[int]]:
     grid = [[0] * 24 for _ in range(7)]
     for value, metrics in (await _by_value(db, scope, "slot")).items():
         weekday, _, hour = value.partition("-")
-        if weekday.isdigit() and hour.isdigit():
+        if is_digits(weekday) and is_digits(hour):
             grid[int(weekday)][int(hour)] += metrics.calls
     return grid
 
@@ -479,7 +480,7 @@ class CallFilter:
         slot = query.get("slot") or None
         if slot is not None:
             weekday, _, hour = slot.partition("-")
-            if not (weekday.isdigit() and hour.isdigit() and int(weekday) < 7 and int(hour) < 24):
+            if not (is_digits(weekday) and is_digits(hour) and int(weekday) < 7 and int(hour) < 24):
                 raise ApiError("invalid_slot", "slot is weekday-hour, e.g. 0-09 for Monday 9 h")
         value = query.get("value")
         if dimension is not None and value is None:

@@ -37,6 +37,7 @@ from tracker.models import (
 )
 from tracker.phones import InvalidPhoneNumber, phone_forms, to_e164
 from tracker.privacy.hashing import SubjectKind, subject_hash, subject_ref
+from tracker.web import parse_id
 
 SUBJECT_KINDS: tuple[SubjectKind, ...] = ("phone", "visitor", "session", "call")
 # Pool attribution never goes below 0.6 (telephony.attribution.STALE_CONFIDENCE); overflow
@@ -230,7 +231,8 @@ def _linked(call: Call) -> bool:
 
 
 async def _seed_calls(db: AsyncSession, scope: Scope, value: str) -> list[Call]:
-    condition = Call.id == int(value) if value.isdigit() else Call.provider_call_id == value
+    call_id = parse_id(value)
+    condition = Call.id == call_id if call_id is not None else Call.provider_call_id == value
     return list(await db.scalars(select(Call).where(Call.site_id.in_(scope.site_ids), condition)))
 
 
