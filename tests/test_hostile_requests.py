@@ -217,6 +217,7 @@ async def _send(
     *,
     raw: bytes | None = None,
     content_type: str | None = None,
+    extra_headers: dict[str, str] | None = None,
 ) -> int:
     # A browser (the collect endpoint drops bots), each request from its own address (the
     # contact form limits requests per address; loopback is a trusted proxy).
@@ -244,6 +245,7 @@ async def _send(
         validator = RequestValidator(TWILIO_TOKEN)
         headers["X-Twilio-Signature"] = validator.compute_signature(PUBLIC_URL + path, form)
         headers["Content-Type"] = "application/x-www-form-urlencoded"
+    headers.update(extra_headers or {})
     response = await world.client.request(
         method, path_qs, data=data, headers=headers, allow_redirects=False
     )
@@ -315,4 +317,31 @@ async def test_no_body_gets_a_500(world: World) -> None:
                 )
                 if status >= 500:
                     failures.append(f"{method} {path} {content_type} {raw[:20]!r}: {status}")
+    assert not failures, "\n".join(failures)
+
+
+HEADERS = (
+    {"Accept-Language": "x" * 3000 + ";q=NaN, zz-ZZ;q=-1, *;q=2, fr;q=0.5;q=0.1"},
+    {"X-Forwarded-For": "not-an-ip, 999.1.1.1, ::ffff:zz%eth0, " + "10.0.0.1, " * 300},
+    {"User-Agent": "Mozilla/5.0 (" + "A" * 8000},
+    {"Cookie": "ct_session=" + "%ff" * 100 + "; ct_session=x; =;;"},
+    {"Authorization": "Bearer " + "x" * 3000},
+    {"Authorization": "Basic !!!not-base64"},
+    {"Authorization": "Basic /+7/Og=="},  # b"\xff\xfe\xff:" — not UTF-8
+    {"X-Twilio-Signature": "%%%" + "=" * 100},
+    {"Origin": "null", "Sec-GPC": "1", "If-None-Match": '"' + "*" * 2000},
+    {"Accept": "application/json;q=NaN, text/html;q=-1"},
+)
+
+
+async def test_no_header_gets_a_500(world: World) -> None:
+    failures: list[str] = []
+    for method, template, module in _routes(world):
+        for path in _fill(template, world, hostile_path=False):
+            for extra in HEADERS:
+                status = await _send(
+                    world, method, path, module, world.baseline(method, path), extra_headers=extra
+                )
+                if status >= 500:
+                    failures.append(f"{method} {path} {list(extra)}: {status}")
     assert not failures, "\n".join(failures)
