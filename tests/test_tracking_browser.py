@@ -162,3 +162,38 @@ def test_time_on_page_is_sent_when_the_page_is_hidden(stack: Stack, browser: Any
     measured = wait_for(stack, duration)
     assert measured and 1000 <= measured < 60_000
     context.close()
+
+
+# Prototype.js (still shipped by Magento 1 shops) defines Array.prototype.toJSON returning a
+# JSON string, so JSON.stringify sends every array as a string of JSON.
+PROTOTYPE_JS = """
+Array.prototype.toJSON = function () {
+  const own = Array.prototype.toJSON;
+  delete Array.prototype.toJSON;
+  try { return JSON.stringify(this); } finally { Array.prototype.toJSON = own; }
+};
+"""
+
+
+def test_a_cart_is_recorded_on_a_page_running_prototype_js(stack: Stack, browser: Any) -> None:
+    context = browser.new_context()
+    context.add_init_script(PROTOTYPE_JS)
+    page = context.new_page()
+    landing = f"{stack.merchant.url}/?shop=magento-{secrets.token_hex(4)}"
+    with page.expect_response(lambda r: r.url.endswith("/collect")):
+        page.goto(landing)
+    assert page.evaluate("JSON.stringify({a: [1]})") == '{"a":"[1]"}'
+    page.click("#add")
+
+    async def cart() -> Any:
+        async with stack.database.sessions() as db:
+            # Without consent, visits of one browser within 30 minutes are one session (the
+            # other tests' visits included): find it by this page.
+            session_id = await db.scalar(select(Pageview.session_id).where(Pageview.url == landing))
+            found = await db.get(Cart, session_id) if session_id else None
+            return found if found is not None and found.item_count == 2 else None
+
+    stored = wait_for(stack, cart)
+    assert stored is not None, "the cart sent with Prototype.js's toJSON was not recorded"
+    assert stored.items[0]["sku"] == "VM-GRAV-02" and str(stored.total) == "2580.00"
+    context.close()

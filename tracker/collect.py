@@ -21,6 +21,7 @@ from tracker.errors import ApiError
 from tracker.geo import GeoInfo
 from tracker.models import Site, TrackedSession
 from tracker.useragent import DeviceInfo
+from tracker.web import loads_strict
 
 # GA4 and most analytics tools end a session after 30 minutes without activity.
 SESSION_TIMEOUT = dt.timedelta(minutes=30)
@@ -161,6 +162,13 @@ def parse_cart(raw: Any) -> CartSnapshot:
     if not isinstance(raw, dict):
         raise ApiError("invalid_cart", "cart must be an object with items, total and currency")
     items_raw = raw.get("items", [])
+    if isinstance(items_raw, str) and items_raw.startswith("["):
+        # Prototype.js (still in Magento 1 shops) defines Array.prototype.toJSON, so the page's
+        # JSON.stringify sends the list as a string of JSON: read it as the list it stands for.
+        try:
+            items_raw = loads_strict(items_raw)
+        except (ValueError, RecursionError):
+            pass
     if not isinstance(items_raw, list) or len(items_raw) > MAX_CART_ITEMS:
         raise ApiError("invalid_cart", f"cart.items must be a list of at most {MAX_CART_ITEMS}")
     items = []
