@@ -72,6 +72,15 @@ async def _demo_site(request: web.Request) -> Site:
             return await ensure_demo_site(db, clock)
 
 
+def _short(session_id: str | None) -> str:
+    """A session id as both tables show it: its first 8 characters, the whole on hover."""
+    if not session_id:
+        return ""
+    return (
+        f'<code class=muted title="{html.escape(session_id)}">{html.escape(session_id[:8])}</code>'
+    )
+
+
 def _page(title: str, body: str, head: str = "") -> web.Response:
     document = (
         f'<!doctype html><html lang="fr"><head><meta charset="utf-8">'
@@ -182,14 +191,15 @@ async def activity(request: web.Request) -> web.Response:
         cart = carts.get(s.id)
         cart_text = f"{cart.total} {cart.currency} ({cart.item_count} items)" if cart else ""
         rows.append(
-            f"<tr><td>{_cell(s.started_at.strftime('%H:%M:%S'))}</td><td>{_cell(s.channel)}</td>"
+            f"<tr><td>{_cell(s.started_at.strftime('%H:%M:%S'))}<br>{_short(s.id)}</td>"
+            f"<td>{_cell(s.channel)}</td>"
             f"<td>{_cell(s.source)} / {_cell(s.medium)}<br><span class=muted>{_cell(s.campaign)}</span></td>"
             f"<td>{path}</td><td>{_cell(cart_text)}</td>"
             f"<td>{_cell(s.city)} {_cell(s.country)}</td><td>{_cell(s.browser)} · {_cell(s.os)} · "
             f"{_cell(s.device)}</td><td>{'yes' if s.consent else 'no'}</td></tr>"
         )
     table = (
-        "<table><tr><th>Started</th><th>Channel</th><th>Source / medium</th><th>Pages</th>"
+        "<table><tr><th>Started (UTC)</th><th>Channel</th><th>Source / medium</th><th>Pages</th>"
         "<th>Cart</th><th>Location</th><th>Device</th><th>Consent</th></tr>"
         + ("".join(rows) or "<tr><td colspan=8 class=muted>No visit yet.</td></tr>")
         + "</table>"
@@ -197,11 +207,11 @@ async def activity(request: web.Request) -> web.Response:
     call_rows = "".join(
         f"<tr><td>{_cell(c.started_at.strftime('%H:%M:%S'))}</td><td>{_cell(c.caller_e164)}</td>"
         f"<td>{_cell(c.tracking_e164)}</td><td>{_cell(c.status)}</td><td>{_cell(c.channel)}</td>"
-        f"<td>{_cell(c.method)} ({c.confidence:.2f})</td><td><code>{_cell(c.session_id)}</code></td></tr>"
+        f"<td>{_cell(c.method)} ({c.confidence:.2f})</td><td>{_short(c.session_id)}</td></tr>"
         for c in calls
     )
     calls_table = (
-        "<table><tr><th>Time</th><th>Caller</th><th>Tracking number</th><th>Status</th>"
+        "<table><tr><th>Time (UTC)</th><th>Caller</th><th>Tracking number</th><th>Status</th>"
         "<th>Channel</th><th>Attribution</th><th>Session</th></tr>"
         + (
             call_rows
