@@ -45,6 +45,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import appkeys
+from tracker.audit import recent_audit_mark
 from tracker.clock import Clock
 from tracker.db import Database
 from tracker.errors import ApiError
@@ -594,11 +595,12 @@ async def _worker(
     app: web.Application, http: aiohttp.ClientSession, wake_up: asyncio.Event
 ) -> None:
     database, clock = app[appkeys.DATABASE], app[appkeys.CLOCK]
-    async with database.sessions() as db:
-        # Re-read a little audit history at start: queueing is idempotent, missing is not.
-        audit_mark = max((await db.scalar(select(func.max(AuditEntry.id))) or 0) - 1000, 0)
+    audit_mark: int | None = None
     while True:
         try:
+            # Read inside the loop: a database still starting must not end the worker for good.
+            if audit_mark is None:
+                audit_mark = await recent_audit_mark(database)
             # Concurrent transactions may commit audit rows out of id order: rescan a margin.
             audit_mark, _ = await queue_closed_contacts(
                 database, max(audit_mark - 200, 0), clock.now()

@@ -5,9 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tracker.db import Database
 from tracker.models import AuditEntry, User
+
+# How far back a background worker that follows the audit log starts reading.
+RESCAN_ON_START = 1000
 
 
 async def audit(
@@ -35,3 +40,13 @@ async def audit(
     )
     db.add(entry)
     return entry
+
+
+async def recent_audit_mark(database: Database) -> int:
+    """Where a worker that follows the audit log starts: a little history before the end.
+
+    Re-reading some history is harmless (what follows the log is idempotent); missing is not.
+    """
+    async with database.sessions() as db:
+        highest = await db.scalar(select(func.max(AuditEntry.id))) or 0
+    return max(highest - RESCAN_ON_START, 0)

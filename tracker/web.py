@@ -6,12 +6,17 @@ import ipaddress
 import json
 import logging
 import re
+import socket
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from multidict import MultiDictProxy
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy import exc as sa_exc
 
 from tracker.errors import ApiError
 
@@ -66,9 +71,51 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         code = _STATUS_CODES.get(exc.status, "http_error")
         headers = CORS_HEADERS if request.path.startswith("/collect") else None
         return error_response(code, exc.reason, exc.status, headers)
-    except Exception:
+    except Exception as exc:
+        if unreachable(exc):
+            # The database or Redis is down or restarting: say so, and when to come back
+            # (the snippet stays silent, the dashboard shows the message, carriers retry).
+            log.warning(
+                "%s %s: a backing service is unreachable: %r", request.method, request.path, exc
+            )
+            headers = {"Retry-After": "5"}
+            if request.path.startswith(("/collect", "/contact")):
+                headers.update(CORS_HEADERS)
+            return error_response(
+                "service_unavailable",
+                "The service cannot reach its database right now; try again in a few seconds.",
+                503,
+                headers,
+            )
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response("internal_error", "Something went wrong on our side.", 500)
+
+
+_UNREACHABLE: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+    socket.gaierror,
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.TimeoutError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+def unreachable(exc: BaseException | None) -> bool:
+    """Tell whether an error means a backing service cannot be reached (down, restarting)."""
+    if exc is None:
+        return False
+    if isinstance(exc, _UNREACHABLE):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        return bool(exc.connection_invalidated) or unreachable(exc.orig)
+    return False
 
 
 async def read_form(

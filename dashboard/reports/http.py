@@ -38,10 +38,10 @@ from dashboard.reports.roles import (
     sees_caller_numbers,
 )
 from tracker import appkeys
-from tracker.audit import audit
+from tracker.audit import audit, recent_audit_mark
 from tracker.errors import ApiError
 from tracker.geo import truncate_ip
-from tracker.models import AdCost, AuditEntry, Site, WebhookDelivery, WebhookEndpoint
+from tracker.models import AdCost, Site, WebhookDelivery, WebhookEndpoint
 from tracker.web import client_ip, parse_id, read_form
 
 log = logging.getLogger("calltrack.reports")
@@ -1246,11 +1246,13 @@ async def webhooks_page(request: web.Request) -> web.Response:
 
 async def _refresher(app: web.Application) -> None:
     database, clock = app[appkeys.DATABASE], app[appkeys.CLOCK]
-    async with database.sessions() as db:
-        audit_mark = max((await db.scalar(select(func.max(AuditEntry.id))) or 0) - 1000, 0)
+    audit_mark: int | None = None
     await asyncio.sleep(rollup.FIRST_REFRESH_DELAY)
     while True:
         try:
+            # Read inside the loop: a database still starting must not end the refresher.
+            if audit_mark is None:
+                audit_mark = await recent_audit_mark(database)
             audit_mark = await rollup.mark_tagged_calls(
                 database, max(audit_mark - 200, 0), clock.now()
             )

@@ -1,0 +1,112 @@
+"""A database or Redis that cannot be reached: a 503 that says so, and workers that carry on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from conftest import PG_ADMIN_URL, _pg_admin
+from support.app import free_port, in_thread, make_settings
+from test_webhooks_out import T0, Receiver, make_call, make_world
+
+from dashboard import webhooks
+from dashboard.app import create_app
+from tracker import appkeys
+from tracker.clock import FrozenClock
+from tracker.db import Database, migrate_sync
+
+ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0"
+EVENT = {"k": "ctdeadbeef", "t": "pageview", "p": "0123456789abcdef", "u": "https://shop.example/"}
+
+
+@pytest.fixture
+async def receiver(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Receiver:
+    """A merchant's webhook endpoint."""
+    box = Receiver()
+    endpoint = web.Application()
+    endpoint.router.add_post("/hooks", box.handle)
+    box.url = str((await aiohttp_server(endpoint)).make_url("/hooks"))
+    return box
+
+
+async def test_an_unreachable_database_is_a_503_that_says_when_to_retry(
+    aiohttp_client: ClientFactory,
+) -> None:
+    # Nothing listens on a free port: connections are refused, as when PostgreSQL restarts.
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/calltrack"
+    app = create_app(make_settings(url))
+    app[appkeys.EXTRAS]["workers_disabled"] = {"webhooks", "reports"}
+    client = await aiohttp_client(app)
+    collect = await client.post("/collect", json=EVENT, headers={"User-Agent": BROWSER})
+    snippet = await client.get("/ct.js?k=ctdeadbeef")
+    for response in (collect, snippet):
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "5"
+        error = (await response.json())["error"]
+        assert error["code"] == "service_unavailable" and "database" in error["message"]
+    # The snippet must be able to read the answer across origins.
+    assert collect.headers["Access-Control-Allow-Origin"] == "*"
+    health = await client.get("/healthz")
+    assert health.status == 503 and (await health.json())["status"] == "degraded"
+
+
+async def test_an_unreachable_redis_is_never_a_500(
+    aiohttp_client: ClientFactory, sqlite_url: str
+) -> None:
+    app = create_app(make_settings(sqlite_url, redis_url=f"redis://127.0.0.1:{free_port()}/0"))
+    app[appkeys.EXTRAS]["workers_disabled"] = {"webhooks", "reports"}
+    client = await aiohttp_client(app)
+    health = await client.get("/healthz")
+    assert health.status == 503 and (await health.json())["redis"].startswith("error")
+    collect = await client.post("/collect", json=EVENT, headers={"User-Agent": BROWSER})
+    assert collect.status in (404, 503), await collect.text()
+
+
+async def test_the_webhook_worker_outlives_a_database_that_comes_up_late(
+    aiohttp_client: ClientFactory,
+    receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A worker started before its database (a restart, a container started first) recovers.
+
+    It used to read its starting point once, before its loop: that read failed and ended the
+    task, so no webhook left that worker until it was restarted.
+    """
+    name = f"calltrack_late_{secrets.token_hex(6)}"
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    url = f"{base}/{name}"
+    caplog.set_level(logging.ERROR, logger="calltrack.webhooks")
+    app = create_app(make_settings(url), clock=FrozenClock(T0))
+    app[appkeys.EXTRAS]["workers_disabled"] = {"reports"}
+    await aiohttp_client(app)
+    try:
+        for _ in range(50):
+            if "webhook delivery round failed" in caplog.text:
+                break
+            await asyncio.sleep(0.1)
+        assert "webhook delivery round failed" in caplog.text  # the database was not there
+        await _pg_admin(f'CREATE DATABASE "{name}"')
+        await asyncio.to_thread(in_thread, migrate_sync, url)
+        database = Database(url)
+        try:
+            world = await make_world(database, receiver.url)
+            async with database.begin() as db:
+                call = make_call(world.site_id)
+                db.add(call)
+            await webhooks.on_call(app, call)
+            for _ in range(100):
+                if receiver.received:
+                    break
+                await asyncio.sleep(0.1)
+            assert receiver.received, "the worker stopped when the database was missing"
+        finally:
+            await database.close()
+    finally:
+        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
