@@ -83,7 +83,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 headers.update(CORS_HEADERS)
             return error_response(
                 "service_unavailable",
-                "The service cannot reach its database right now; try again in a few seconds.",
+                "A service Calltrack depends on (its database or Redis) cannot be reached right "
+                "now; try again in a few seconds.",
                 503,
                 headers,
             )
