@@ -1,4 +1,4 @@
-"""`calltrack numbers buy|import`, `calltrack calls list` and `calltrack simulate call`."""
+"""`calltrack numbers buy|import|reconfigure`, `calltrack calls list`, `calltrack simulate call`."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tracker.clock import SystemClock
 from tracker.config import Settings
 from tracker.db import Database
 from tracker.errors import ApiError
-from tracker.models import Call, TrackingNumber
+from tracker.models import BusinessNumber, Call, TrackingNumber
 from tracker.numbers.rules import parse_rule
 from tracker.numbers.service import number_service_for
 from tracker.phones import InvalidPhoneNumber, phone_forms, to_e164
@@ -53,7 +53,9 @@ def _fail(message: str) -> TelephonyCliError:
     return TelephonyCliError(message)
 
 
-def number_json(number: TrackingNumber, status_url: str | None = None) -> dict[str, Any]:
+def number_json(
+    number: TrackingNumber, status_url: str | None = None, fallback_url: str | None = None
+) -> dict[str, Any]:
     """Describe a tracking number for the CLI."""
     data: dict[str, Any] = {
         "id": number.id,
@@ -66,6 +68,8 @@ def number_json(number: TrackingNumber, status_url: str | None = None) -> dict[s
     }
     if status_url is not None:
         data["status_url"] = status_url
+    if fallback_url is not None:
+        data["fallback_url"] = fallback_url
     return data
 
 
@@ -143,6 +147,7 @@ class _CliCarrier:
             provider_sid=None,
             voice_url=webhooks.voice_url,
             status_url=webhooks.status_url,
+            fallback_url=webhooks.fallback_url,
         )
 
     async def release(self, number: ProvisionedNumber) -> None:
@@ -161,7 +166,9 @@ async def _add_numbers(
         added = await service.add_numbers(
             db, site, SystemClock().now(), webhooks=webhooks, **options
         )
-        return [number_json(number, webhooks.status_url) for number in added]
+        business = await service.business_number(db, site, options.get("business_e164"))
+        fallback = webhooks.forwarding_to(business.e164).fallback_url
+        return [number_json(number, webhooks.status_url, fallback) for number in added]
 
     try:
         return list(await _with_db(settings, work))
@@ -202,14 +209,76 @@ async def cmd_numbers_import(args: argparse.Namespace, settings: Settings) -> in
             "voice_method": "POST",
             "status_callback": result["status_url"],
             "status_callback_method": "POST",
+            "voice_fallback_url": result["fallback_url"],
+            "voice_fallback_method": "POST",
         }
         print(
             "The carrier's configuration was left alone. In its console, set this number's\n"
             f"  voice webhook (POST):     {result['voice_url']}\n"
-            f"  status callback (POST):   {result['status_url']}",
+            f"  status callback (POST):   {result['status_url']}\n"
+            f"  voice fallback (POST):    {result['fallback_url']}",
             file=sys.stderr,
         )
     print(dumps(result))
+    return 0
+
+
+async def cmd_numbers_reconfigure(args: argparse.Namespace, settings: Settings) -> int:
+    """Point every active number of a site at this server's webhooks again.
+
+    For a new public URL, and for numbers bought before the voice fallback existed: each
+    number's carrier is told its voice, status and fallback URLs (the fallback rings the
+    business line the number forwards to).
+    """
+    webhooks = webhook_urls(settings.public_url)
+    carriers: dict[str, Carrier] = {}
+    failed = 0
+
+    async def work(db: AsyncSession) -> list[dict[str, Any]]:
+        nonlocal failed
+        site = await site_by_key(db, args.site)
+        primary = await db.scalar(
+            select(BusinessNumber.e164)
+            .where(BusinessNumber.site_id == site.id)
+            .order_by(BusinessNumber.is_primary.desc(), BusinessNumber.id)
+            .limit(1)
+        )
+        rows = await db.execute(
+            select(TrackingNumber, BusinessNumber.e164)
+            .outerjoin(BusinessNumber, BusinessNumber.id == TrackingNumber.business_number_id)
+            .where(TrackingNumber.site_id == site.id, TrackingNumber.state == "active")
+            .order_by(TrackingNumber.id)
+        )
+        results = []
+        for number, business in rows.all():
+            line = business or primary
+            hooks = webhooks.forwarding_to(line) if line else webhooks
+            try:
+                carrier = carriers.get(number.provider) or create_carrier(settings, number.provider)
+                carriers[number.provider] = carrier
+                configured = await carrier.configure(number.e164, hooks)
+            except CarrierError as exc:
+                failed += 1
+                results.append(
+                    {"e164": number.e164, "provider": number.provider, "error": str(exc)}
+                )
+                continue
+            number.voice_url = configured.voice_url
+            number.provider_sid = configured.provider_sid or number.provider_sid
+            results.append(number_json(number, hooks.status_url, hooks.fallback_url))
+        return results
+
+    try:
+        results = await _with_db(settings, work)
+    finally:
+        for carrier in carriers.values():
+            await close_carrier(carrier)
+    print(dumps(results))
+    if failed:
+        print(
+            f"calltrack: {failed} number(s) could not be reconfigured (see error)", file=sys.stderr
+        )
+        return 2
     return 0
 
 
@@ -347,7 +416,7 @@ def _wrap(handler: Any) -> Any:
 
 
 def register_numbers_commands(numbers: Any) -> None:
-    """Add `buy` and `import` to the `numbers` command group."""
+    """Add `buy`, `import` and `reconfigure` to the `numbers` command group."""
     buy = numbers.add_parser("buy", help="buy numbers from the carrier and configure them")
     buy.add_argument("--site", required=True, help="site key")
     buy.add_argument("--country", help="ISO country code (default: the site's)")
@@ -372,6 +441,14 @@ def register_numbers_commands(numbers: Any) -> None:
     imported.add_argument("--business-number", help="the business number it forwards to")
     imported.add_argument("--json", action="store_true", help="(output is always JSON)")
     imported.set_defaults(handler=_wrap(cmd_numbers_import))
+
+    reconfigure = numbers.add_parser(
+        "reconfigure",
+        help="point a site's numbers at this server's webhooks again (new public URL, fallback)",
+    )
+    reconfigure.add_argument("--site", required=True, help="site key")
+    reconfigure.add_argument("--json", action="store_true", help="(output is always JSON)")
+    reconfigure.set_defaults(handler=_wrap(cmd_numbers_reconfigure))
 
 
 def register(commands: Any) -> None:

@@ -84,6 +84,7 @@ _LANGUAGE_BY_REGION = {
     "DE": "de", "AT": "de", "ES": "es", "IT": "it", "NL": "nl",
 }  # fmt: skip
 
+VOICE = "voice"
 STATUS = "status"
 DIAL = "dial"
 RECORDING = "recording"
@@ -476,6 +477,29 @@ async def answer_incoming_call(
     if pending:
         await apply_pending(db, call, now)
     return IncomingOutcome(twiml=answer, call=call, created=True)
+
+
+def answer_without_database(business: str | None, request: VoiceRequest, public_url: str) -> str:
+    """Answer a call from the voice fallback: ring the business line the URL names.
+
+    Nothing is looked up: the fallback is asked when the voice webhook failed, usually because
+    the database cannot be reached. The caller reaches the merchant; the call is stored (and
+    attributed) when the spooled webhook is replayed. No business line: a polite apology.
+    """
+    language = _language_for_number(request.to)
+    try:
+        forward_to = to_e164(business) if business else None
+    except InvalidPhoneNumber:
+        forward_to = None
+    if forward_to is None:
+        return twiml.apologise(language)
+    plan = twiml.ForwardPlan(
+        forward_to=forward_to,
+        language=language,
+        dial_action_url=public_url_for(public_url, DIAL_PATH),
+        status_url=public_url_for(public_url, STATUS_PATH),
+    )
+    return twiml.forward_call(plan)
 
 
 async def receive_incoming_call(

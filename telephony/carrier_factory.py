@@ -28,7 +28,12 @@ from tracker.config import Settings
 def _configured(number: ProvisionedNumber, webhooks: WebhookUrls) -> ProvisionedNumber:
     # The simulated carrier's calls are posted to these URLs (telephony.simulate): record them
     # on the number as a real carrier would.
-    return replace(number, voice_url=webhooks.voice_url, status_url=webhooks.status_url)
+    return replace(
+        number,
+        voice_url=webhooks.voice_url,
+        status_url=webhooks.status_url,
+        fallback_url=webhooks.fallback_url,
+    )
 
 
 class SimulatedTelephony:

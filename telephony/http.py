@@ -6,24 +6,30 @@ parameters (400), then calls one service. Answers to Twilio are TwiML (`text/xml
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 from multidict import MultiDict
 
-from telephony import twiml
+from telephony import spool, twiml
 from telephony.callback import CallbackRequest, bridge_twiml, place_callback, user_from_basic_auth
 from telephony.calls import (
     CALL_SID,
     DIAL,
     RECORDING,
     STATUS,
+    VOICE,
     VoiceRequest,
+    answer_without_database,
     call_for_whisper,
     drain_call_listeners,
     notify_call_listeners,
     params_dict,
+    parse_callback,
     receive_incoming_call,
     record_callback,
     whisper_twiml,
@@ -33,6 +39,7 @@ from telephony.carriers.base import CarrierError
 from telephony.signature import (
     BRIDGE_PATH,
     DIAL_PATH,
+    FALLBACK_PATH,
     RECORDING_PATH,
     SIGNATURE_HEADER,
     STATUS_PATH,
@@ -43,8 +50,9 @@ from telephony.signature import (
     signing_tokens,
 )
 from tracker import appkeys
+from tracker.clock import FrozenClock
 from tracker.errors import ApiError
-from tracker.web import parse_id, read_form, read_json
+from tracker.web import parse_id, read_form, read_json, unreachable
 
 log = logging.getLogger("calltrack.telephony")
 # Webhook bodies are a few dozen short parameters; anything larger is not from a carrier.
@@ -95,18 +103,76 @@ async def voice(request: web.Request) -> web.Response:
     return _twiml(outcome.twiml)
 
 
+async def fallback(request: web.Request) -> web.Response:
+    """Twilio's voice fallback: ring the business line the URL names, without the database.
+
+    Twilio asks here when the voice webhook failed or timed out (the number's VoiceFallbackUrl,
+    set when it was bought). The call is spooled and stored once the database answers again.
+    """
+    provider, params = await verified_params(request)
+    call_request = VoiceRequest.parse(params)
+    app = request.app
+    settings = app[appkeys.SETTINGS]
+    answer = answer_without_database(request.query.get("to"), call_request, settings.public_url)
+    entry = spool.SpooledWebhook(VOICE, provider, params_dict(params), app[appkeys.CLOCK].now())
+    try:
+        await spool.spool(settings.spool_dir, entry)
+    except OSError:
+        # The caller must reach the merchant even if the call cannot be kept.
+        log.exception("call %s could not be spooled; it rings unrecorded", call_request.call_sid)
+    return _twiml(answer)
+
+
 async def _lifecycle(request: web.Request, kind: str) -> None:
     provider, params = await verified_params(request)
     app = request.app
-    async with app[appkeys.DATABASE].begin() as db:
-        call = await record_callback(
-            db,
-            provider,
-            kind,
-            params_dict(params),
-            app[appkeys.CLOCK].now(),
-            secret_key=app[appkeys.SETTINGS].secret_key,
+    settings = app[appkeys.SETTINGS]
+    received = params_dict(params)
+    now = app[appkeys.CLOCK].now()
+    try:
+        async with app[appkeys.DATABASE].begin() as db:
+            call = await record_callback(
+                db, provider, kind, received, now, secret_key=settings.secret_key
+            )
+    except Exception as exc:
+        if not unreachable(exc):
+            raise
+        # The carrier sends this callback once: keep it until the database answers again.
+        parse_callback(kind, received)  # a malformed callback is still refused (400)
+        entry = spool.SpooledWebhook(kind, provider, received, now)
+        try:
+            await spool.spool(settings.spool_dir, entry)
+        except OSError:
+            log.exception("%s callback could not be spooled", kind)
+            raise exc from None  # still the outage: 503
+        return
+    if call is not None:
+        notify_call_listeners(app, call)
+
+
+async def replay_spooled(app: web.Application, entry: spool.SpooledWebhook) -> None:
+    """Store a webhook kept during an outage as if it had just arrived at its time."""
+    database, settings = app[appkeys.DATABASE], app[appkeys.SETTINGS]
+    if entry.kind == VOICE:
+        outcome = await receive_incoming_call(
+            database,
+            VoiceRequest.parse(entry.params),
+            entry.provider,
+            public_url=settings.public_url,
+            clock=FrozenClock(entry.received_at),
+            secret_key=settings.secret_key,
         )
+        call = outcome.call if outcome.created else None
+    else:
+        async with database.begin() as db:
+            call = await record_callback(
+                db,
+                entry.provider,
+                entry.kind,
+                entry.params,
+                entry.received_at,
+                secret_key=settings.secret_key,
+            )
     if call is not None:
         notify_call_listeners(app, call)
 
@@ -135,8 +201,13 @@ async def whisper(request: web.Request) -> web.Response:
     call_sid = request.query.get("call", "")
     if not CALL_SID.match(call_sid):
         raise ApiError("invalid_parameters", "call must be a call sid", status=400)
-    async with request.app[appkeys.DATABASE].sessions() as db:
-        found = await call_for_whisper(db, provider, call_sid)
+    try:
+        async with request.app[appkeys.DATABASE].sessions() as db:
+            found = await call_for_whisper(db, provider, call_sid)
+    except Exception as exc:
+        if not unreachable(exc):
+            raise
+        found = None
     if found is None:
         # Connect the parties anyway: a missing whisper must not drop a customer's call.
         return _twiml(twiml.empty())
@@ -209,12 +280,32 @@ async def _carrier_ctx(app: web.Application) -> AsyncIterator[None]:
         await close_carrier(carrier)
 
 
+async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:
+    if "spool" in app[appkeys.EXTRAS].get("workers_disabled", ()):
+        yield
+        return
+
+    async def apply(entry: spool.SpooledWebhook) -> None:
+        await replay_spooled(app, entry)
+
+    directory = Path(app[appkeys.SETTINGS].spool_dir)
+    task = asyncio.create_task(
+        spool.replay_forever(directory, apply, unreachable), name="spool-replay"
+    )
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def setup(app: web.Application) -> None:
     """Add the carrier webhooks, the callback API and the carrier's lifetime."""
     app.cleanup_ctx.append(_carrier_ctx)
+    app.cleanup_ctx.append(_spool_ctx)
     # Before the database, Redis and the hub close: the listeners of answered calls finish.
     app.on_shutdown.append(drain_call_listeners)
     app.router.add_post(VOICE_PATH, voice)
+    app.router.add_post(FALLBACK_PATH, fallback)
     app.router.add_post(STATUS_PATH, status)
     app.router.add_post(DIAL_PATH, dial)
     app.router.add_post(RECORDING_PATH, recording)

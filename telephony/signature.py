@@ -38,6 +38,7 @@ DIAL_PATH = "/telephony/twilio/dial"
 RECORDING_PATH = "/telephony/twilio/recording"
 WHISPER_PATH = "/telephony/twilio/whisper"
 BRIDGE_PATH = "/telephony/twilio/bridge"
+FALLBACK_PATH = "/telephony/twilio/fallback"
 
 
 def simulated_auth_token(secret_key: str) -> str:
@@ -85,10 +86,15 @@ def public_url_for(public_url: str, path: str, **query: str | int) -> str:
 
 
 def webhook_urls(public_url: str) -> WebhookUrls:
-    """Return the voice and status URLs to configure on a tracking number."""
+    """Return the voice, status and voice fallback URLs to configure on a tracking number.
+
+    The fallback names no business line yet: `WebhookUrls.forwarding_to` adds the one the
+    number forwards to, once it is known.
+    """
     return WebhookUrls(
         voice_url=public_url_for(public_url, VOICE_PATH),
         status_url=public_url_for(public_url, STATUS_PATH),
+        fallback_url=public_url_for(public_url, FALLBACK_PATH),
     )
 
 

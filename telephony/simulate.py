@@ -245,8 +245,9 @@ async def ring(
     script: CallScript = CallScript(),
     call_sid: str | None = None,
     now: dt.datetime | None = None,
+    fallback_url: str | None = None,
 ) -> SimulatedCall:
-    """Call a tracking number: the voice webhook, then whatever its TwiML asks for."""
+    """Call a tracking number: the voice webhook (its fallback if it fails), then the TwiML."""
     sid = call_sid or new_call_sid()
     started = now or dt.datetime.now(dt.UTC)
     params = {
@@ -263,6 +264,12 @@ async def ring(
         "ToCountry": _country(to),
     }
     status, answer = await client.post(voice_url, params)
+    if status != 200 and fallback_url:
+        # As Twilio does: the voice webhook failed, ask the number's fallback, saying why
+        # (https://www.twilio.com/docs/usage/webhooks/voice-webhooks#fallback-url).
+        status, answer = await client.post(
+            fallback_url, {**params, "ErrorCode": "11200", "ErrorUrl": voice_url}
+        )
     result = SimulatedCall(call_sid=sid, voice_status=status, twiml=answer)
     dial = parse_dial(answer) if status == 200 else None
     if dial is not None:

@@ -144,3 +144,24 @@ def test_errors_are_json_on_stderr(run: Run) -> None:
         "numbers", "add", "--site", key, "--source", "Email", "--utm-source", "x", parse=False
     )
     assert code == 2 and "not allowed with" in err
+
+
+def test_reconfigure_gives_each_number_a_fallback_to_its_own_business_line(run: Run) -> None:
+    """If our voice webhook cannot answer, the carrier's fallback rings the right line."""
+    key = _site(run)
+    code, _, err = run(
+        "site", "add-number", "--site", key, "--phone", "01 98 76 54 32", "--label", "SAV",
+        parse=False,
+    )  # fmt: skip
+    assert code == 0, err
+    assert run("numbers", "add", "--site", key, "--count", "1")[0] == 0
+    code, _, err = run("numbers", "add", "--site", key, "--business", "01 98 76 54 32")
+    assert code == 0, err
+    code, numbers, _ = run("numbers", "reconfigure", "--site", key)
+    assert code == 0
+    fallbacks = [n["fallback_url"].rsplit("?", 1)[1] for n in numbers]
+    assert fallbacks == ["to=%2B33123456789", "to=%2B33198765432"]
+    assert {n["fallback_url"].split("?")[0] for n in numbers} == {
+        "http://127.0.0.1:8080/telephony/twilio/fallback"
+    }
+    assert _error(run, "numbers", "reconfigure", "--site", "ct-unknown") == "unknown_site"

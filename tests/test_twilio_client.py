@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from test_telephony_webhooks import random_e164
 from dashboard import telephony_cli
 from telephony.carriers.base import CarrierError, ProvisionedNumber, WebhookUrls
 from telephony.carriers.twilio import RebasedHttpClient, TwilioCarrier
+from telephony.signature import webhook_urls
 from tracker.clock import FrozenClock
 from tracker.db import Database
 from tracker.models import TrackingNumber
@@ -40,6 +42,7 @@ MOCK_DIR = ROOT / "infra" / "twilio-mock"
 PRISM = MOCK_DIR / "node_modules" / ".bin" / "prism"
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "prism-does-not-check-the-token"
+PUBLIC = "https://ct.example.eu"
 WEBHOOKS = WebhookUrls(
     voice_url="https://ct.example.eu/telephony/twilio/voice",
     status_url="https://ct.example.eu/telephony/twilio/status",
@@ -168,12 +171,16 @@ async def test_a_purchase_names_the_countrys_regulatory_bundle_and_address(
         address_sids={"FR": ADDRESS_FR},
     )
     try:
-        await carrier.buy("+33199001234", WEBHOOKS)
+        await carrier.buy("+33199001234", webhook_urls(PUBLIC).forwarding_to("+33123456789"))
         await carrier.buy("+442079460958", WEBHOOKS)  # none configured for GB
     finally:
         carrier.close()
     assert http.request_violations == []  # Prism checked the fields against Twilio's spec
     french, british = http.sent_forms
+    # If our voice webhook cannot answer, Twilio rings the business line through the fallback.
+    assert french["VoiceFallbackUrl"] == f"{PUBLIC}/telephony/twilio/fallback?to=%2B33123456789"
+    assert french["VoiceFallbackMethod"] == "POST"
+    assert "VoiceFallbackUrl" not in british  # webhooks without a fallback send none
     assert french["BundleSid"] == BUNDLE_FR and french["AddressSid"] == ADDRESS_FR
     assert french["PhoneNumber"] == "+33199001234"
     assert "BundleSid" not in british and "AddressSid" not in british
@@ -310,6 +317,9 @@ async def test_numbers_buy_and_import_with_twilio(
     ]
     assert bought[0]["voice_url"] == "https://example.com"  # as the carrier reports it
     assert bought[0]["status_url"] == WEBHOOKS.status_url
+    # The fallback Twilio was given rings the site's business line (+33 1 23 45 67 89).
+    fallback = f"{PUBLIC}/telephony/twilio/fallback?to=%2B33123456789"
+    assert bought[0]["fallback_url"] == fallback
 
     args = _parser().parse_args(
         ["numbers", "import", "--site", site_key, "--provider", "twilio", "--number", random_e164()]
@@ -329,4 +339,21 @@ async def test_numbers_buy_and_import_with_twilio(
     imported = json.loads(captured.out)
     assert imported["e164"] == number and imported["provider_sid"] is None
     assert imported["configure"]["voice_url"] == imported["voice_url"] == WEBHOOKS.voice_url
-    assert WEBHOOKS.status_url in captured.err
+    assert imported["configure"]["voice_fallback_url"] == fallback
+    assert WEBHOOKS.status_url in captured.err and fallback in captured.err
+
+    # Reconfiguring points every active number at the webhooks again (here: a new public URL).
+    # The imported number is not in this Twilio account: it is reported, the others are done.
+    moved = replace(settings, public_url="https://calls.example.eu")
+    args = _parser().parse_args(["numbers", "reconfigure", "--site", site_key])
+    assert await args.handler(args, moved) == 2
+    captured = capsys.readouterr()
+    done, refused = json.loads(captured.out)
+    assert done["e164"] == EXAMPLE_OWNED and done["provider_sid"] == EXAMPLE_NUMBER_SID
+    assert done["status_url"] == "https://calls.example.eu/telephony/twilio/status"
+    assert (
+        done["fallback_url"]
+        == "https://calls.example.eu/telephony/twilio/fallback?to=%2B33123456789"
+    )
+    assert refused["e164"] == number and "not a number of this Twilio account" in refused["error"]
+    assert "1 number(s) could not be reconfigured" in captured.err

@@ -89,6 +89,8 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     # Drop headless browsers (HeadlessChrome) at collect like bots (see tracker.useragent).
     block_headless: bool = False
+    # Carrier webhooks received while the database is unreachable wait here (telephony.spool).
+    spool_dir: str = "var/spool"
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -113,6 +115,7 @@ class Settings:
             "redis_prefix": _env("CALLTRACK_REDIS_PREFIX", "calltrack:") or "calltrack:",
             "block_headless": (_env("CALLTRACK_BLOCK_HEADLESS") or "0").lower()
             in ("1", "true", "yes"),
+            "spool_dir": _env("CALLTRACK_SPOOL_DIR", "var/spool") or "var/spool",
             "trusted_proxies": tuple(
                 p.strip() for p in (_env("CALLTRACK_TRUSTED_PROXIES") or "").split(",") if p.strip()
             ),

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
+from urllib.parse import urlencode
 
 
 class CarrierError(Exception):
@@ -17,12 +18,23 @@ class ProvisionedNumber:
     provider_sid: str | None
     voice_url: str | None = None
     status_url: str | None = None
+    fallback_url: str | None = None
 
 
 @dataclass(frozen=True)
 class WebhookUrls:
     voice_url: str
     status_url: str
+    # Where the carrier asks when the voice webhook fails (Twilio's VoiceFallbackUrl): an
+    # endpoint that needs no database, told which business line to ring (`forwarding_to`).
+    fallback_url: str | None = None
+
+    def forwarding_to(self, business_e164: str) -> WebhookUrls:
+        """The same webhooks, with a fallback that rings `business_e164` if ours cannot answer."""
+        if self.fallback_url is None:
+            return self
+        base = self.fallback_url.split("?", 1)[0]
+        return replace(self, fallback_url=f"{base}?{urlencode({'to': business_e164})}")
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,13 @@ def _country_of(e164: str) -> str | None:
         return None
 
 
+def _fallback(webhooks: WebhookUrls) -> dict[str, str]:
+    """Twilio asks the voice fallback when the voice webhook errs or times out."""
+    if not webhooks.fallback_url:
+        return {}
+    return {"voice_fallback_url": webhooks.fallback_url, "voice_fallback_method": "POST"}
+
+
 class TwilioCarrier:
     """Search, buy, configure and release Twilio numbers; place bridged calls."""
 
@@ -155,6 +162,7 @@ class TwilioCarrier:
                 voice_method="POST",
                 status_callback=webhooks.status_url,
                 status_callback_method="POST",
+                **_fallback(webhooks),
                 **options,
             )
             return self._provisioned(bought, e164)
@@ -178,6 +186,7 @@ class TwilioCarrier:
                 voice_method="POST",
                 status_callback=webhooks.status_url,
                 status_callback_method="POST",
+                **_fallback(webhooks),
             )
             return self._provisioned(updated, e164)
 
@@ -220,6 +229,7 @@ class TwilioCarrier:
             provider_sid=str(number.sid) if number.sid else None,
             voice_url=number.voice_url,
             status_url=number.status_callback,
+            fallback_url=number.voice_fallback_url,
         )
 
     def close(self) -> None:

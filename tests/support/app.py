@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import tempfile
 import threading
 from typing import Any
 
@@ -21,6 +22,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "database_url": database_url,
         "public_url": "http://calltrack.test",
         "secret_key": "test-secret-key-" + "x" * 32,
+        # Each application its own spool: nothing under the repository's var/.
+        "spool_dir": tempfile.mkdtemp(prefix="calltrack-spool-"),
     }
     values.update(overrides)
     return Settings(**values)

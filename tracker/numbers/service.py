@@ -631,6 +631,9 @@ class NumberService:
         if e164 is not None and count != 1:
             raise ApiError("invalid_count", "a given number is added alone: count must be 1")
         business = await self.business_number(db, site, business_e164)
+        if webhooks is not None and hasattr(webhooks, "forwarding_to"):
+            # The carrier's fallback rings this business line when our webhook cannot answer.
+            webhooks = webhooks.forwarding_to(business.e164)
         if rule is not None:
             await self._check_rule_free(db, site, business, rule)
         carrier = self._carrier()
