@@ -6,6 +6,7 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,3 +111,36 @@ async def test_the_webhook_worker_outlives_a_database_that_comes_up_late(
             await database.close()
     finally:
         await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_only_transient_sqlite_errors_count_as_unreachable(tmp_path: Path) -> None:
+    """A locked or unopenable file is an outage (503, spooled); a schema error is a bug (500)."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from tracker.web import unreachable
+
+    async def error_of(url: str, sql: str, **options: Any) -> BaseException:
+        engine = create_async_engine(url, **options)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(text(sql))
+        except Exception as exc:
+            return exc
+        finally:
+            await engine.dispose()
+        raise AssertionError("no error")
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'ct.sqlite3'}"
+    assert not unreachable(await error_of(url, "SELECT * FROM sessions"))  # never migrated
+    missing = f"sqlite+aiosqlite:///{tmp_path / 'no' / 'such' / 'dir.sqlite3'}"
+    assert unreachable(await error_of(missing, "SELECT 1"))
+    holder = create_async_engine(url)
+    try:
+        async with holder.begin() as connection:
+            await connection.execute(text("CREATE TABLE t (x INTEGER)"))
+            await connection.execute(text("INSERT INTO t VALUES (1)"))  # holds the write lock
+            locked = await error_of(url, "INSERT INTO t VALUES (2)", connect_args={"timeout": 0.1})
+    finally:
+        await holder.dispose()
+    assert "locked" in str(locked) and unreachable(locked)

@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import socket
+import sqlite3
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 from typing import Any
@@ -108,10 +109,19 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
 )
 
 
+# SQLite reports a schema error ("no such table") as an OperationalError too; only these mean
+# the file cannot be used right now.
+_SQLITE_TRANSIENT = ("database is locked", "unable to open database file", "disk i/o error")
+
+
 def unreachable(exc: BaseException | None) -> bool:
     """Tell whether an error means a backing service cannot be reached (down, restarting)."""
     if exc is None:
         return False
+    if isinstance(exc, sa_exc.OperationalError) and isinstance(exc.orig, sqlite3.OperationalError):
+        return bool(exc.connection_invalidated) or str(exc.orig).lower().startswith(
+            _SQLITE_TRANSIENT
+        )
     if isinstance(exc, _UNREACHABLE):
         return True
     if isinstance(exc, sa_exc.DBAPIError):
