@@ -191,6 +191,7 @@ def test_regulatory_sids_come_from_the_environment(
 ) -> None:
     from tracker.config import Settings
 
+    monkeypatch.setenv("CALLTRACK_SECRET_KEY", "twilio-env-test-" + "k" * 32)  # no var/ file
     monkeypatch.setenv("CALLTRACK_TWILIO_BUNDLE_SIDS", f" fr={BUNDLE_FR} , DE={BUNDLE_FR}")
     monkeypatch.setenv("CALLTRACK_TWILIO_ADDRESS_SIDS", f"FR={ADDRESS_FR}")
     settings = Settings.from_env()

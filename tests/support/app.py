@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import secrets
+import shutil
 import socket
 import tempfile
 import threading
@@ -15,6 +18,9 @@ from tracker.config import Settings
 
 CHROMIUM = os.environ.get("CALLTRACK_TEST_CHROMIUM", "/usr/bin/chromium")
 BACKENDS = ("sqlite", "postgresql")
+# The test applications' carrier spools, removed when the test run ends.
+_SPOOLS = tempfile.mkdtemp(prefix="calltrack-test-spools-")
+atexit.register(shutil.rmtree, _SPOOLS, ignore_errors=True)
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
@@ -22,8 +28,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "database_url": database_url,
         "public_url": "http://calltrack.test",
         "secret_key": "test-secret-key-" + "x" * 32,
-        # Each application its own spool: nothing under the repository's var/.
-        "spool_dir": tempfile.mkdtemp(prefix="calltrack-spool-"),
+        # Each application its own spool, created only if a webhook is spooled (not under var/).
+        "spool_dir": os.path.join(_SPOOLS, secrets.token_hex(8)),
     }
     values.update(overrides)
     return Settings(**values)
