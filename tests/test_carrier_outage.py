@@ -15,6 +15,7 @@ import threading
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import pytest
@@ -32,7 +33,9 @@ from test_telephony_webhooks import (
     voice_params,
 )
 
+from dashboard.hub import http as hub_http
 from telephony import spool
+from telephony.calls import drain_call_listeners
 from telephony.http import replay_spooled
 from telephony.signature import simulated_auth_token
 from telephony.simulate import CallScript, ring
@@ -100,7 +103,7 @@ async def _replay(world: World) -> int:
 
 
 async def test_a_call_during_an_outage_rings_the_merchant_and_is_attributed_after(
-    outage: tuple[World, CuttableProxy],
+    outage: tuple[World, CuttableProxy], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world, proxy = outage
     carrier = carrier_client(world)
@@ -123,7 +126,17 @@ async def test_a_call_during_an_outage_rings_the_merchant_and_is_attributed_afte
 
     await proxy.restore()
     world.clock.advance(minutes=10)  # the outage lasted ten minutes
+    published: list[tuple[str, str]] = []
+
+    async def publish(_app: Any, _site_id: int, kind: str, data: dict[str, Any]) -> None:
+        published.append((kind, data["call"]["status"]))
+
+    monkeypatch.setattr(hub_http, "publish_site_event", publish)
     assert await _replay(world) == len(sent) - 1
+    await drain_call_listeners(world.client.app)
+    # Advisors get no screen-pop of a call that rang ten minutes ago, only its updates.
+    assert published and {kind for kind, _ in published} == {"call.updated"}
+    assert published[-1] == ("call.updated", "completed")
     assert spool.pending(spool_dir) == 0
     call = await world.call(result.call_sid)
     assert call is not None

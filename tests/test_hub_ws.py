@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import secrets
@@ -402,7 +403,7 @@ async def test_a_ringing_call_pops_the_callers_visit_then_updates(
             provider_call_id="CA" + secrets.token_hex(16),
             caller_e164="+33612345678",
             tracking_e164="+33970000001",
-            started_at=FrozenClock().now(),
+            started_at=dt.datetime.now(dt.UTC),
             status="ringing",
             session_id=visit["s"],
             channel="Paid Search",
@@ -419,6 +420,13 @@ async def test_a_ringing_call_pops_the_callers_visit_then_updates(
     await publish_call_event(shop.app, call)
     update = (await receive(ws))["event"]
     assert update["kind"] == "call.updated" and update["data"]["call"]["status"] == "in-progress"
+    # A call that started minutes ago is not ringing any more, whatever its status says (its
+    # callbacks replayed after a database outage): an update, no screen-pop.
+    call.status, call.answered_at = "ringing", None
+    call.started_at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+    await publish_call_event(shop.app, call)
+    late = (await receive(ws))["event"]
+    assert late["kind"] == "call.updated" and late["data"]["call"]["status"] == "ringing"
     await ws.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -37,6 +38,10 @@ from tracker.web import client_ip
 log = logging.getLogger("calltrack.hub")
 
 RINGING_STATUSES = frozenset({"queued", "initiated", "ringing"})
+# A call rings for 30 s before `<Dial>` gives up (Twilio's default timeout): one that started
+# longer ago than this is not ringing whatever its last status says (its callbacks replayed
+# after a database outage, a final status that never came), so it pops no screen.
+RING_WINDOW = dt.timedelta(minutes=2)
 
 
 def _origin_allowed(request: web.Request) -> bool:
@@ -146,11 +151,15 @@ async def screen_pop(database: Database, call: Call, pages: int = 10) -> CallRin
 
 async def publish_call_event(app: web.Application, call: Call) -> None:
     """Screen-pop an inbound call while it rings; report any later change as an update."""
+    started = call.started_at
+    if started.tzinfo is None:  # SQLite gives naive UTC datetimes
+        started = started.replace(tzinfo=dt.UTC)
     ringing = (
         call.direction == "inbound"
         and call.status in RINGING_STATUSES
         and call.answered_at is None
         and call.ended_at is None
+        and app[appkeys.CLOCK].now() - started < RING_WINDOW
     )
     if ringing:
         data = await screen_pop(app[appkeys.DATABASE], call)
