@@ -83,11 +83,22 @@ def _append_locked(path: Path, lines: bytes) -> None:
             except FileNotFoundError:
                 current = False
             if current:
+                new_file = os.fstat(fd).st_size == 0
                 os.write(fd, lines)
                 os.fsync(fd)
+                if new_file:
+                    _sync_directory(path.parent)  # the file's name must survive a crash too
                 return
         finally:
             os.close(fd)  # also lets go of the lock
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def append(spool_dir: str | Path, entry: SpooledWebhook) -> None:
