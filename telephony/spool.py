@@ -168,7 +168,12 @@ def _unlock(path: Path, fd: int, rest: list[bytes], done: int) -> None:
             path.unlink()
         elif done:
             kept = path.with_suffix(".rest")
-            kept.write_bytes(b"".join(line + b"\n" for line in rest))
+            out = os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(out, b"".join(line + b"\n" for line in rest))
+                os.fsync(out)
+            finally:
+                os.close(out)
             os.replace(kept, path)
     finally:
         os.close(fd)

@@ -288,6 +288,9 @@ async def test_an_outage_mid_replay_keeps_the_rest_and_bad_lines_are_set_aside(
     with pytest.raises(ConnectionRefusedError):
         await spool.replay(tmp_path, apply, unreachable)
     assert seen == [0, 1] and spool.pending(tmp_path) == 5  # 2, the torn line, 3, 4, 5
+    # What is left is kept as privately as it was written (callers' numbers).
+    modes = {os.stat(tmp_path / name).st_mode & 0o777 for name in os.listdir(tmp_path)}
+    assert modes == {0o600}
     down.clear()
     assert await spool.replay(tmp_path, apply, unreachable) == 3  # the two others set aside
     assert seen == [0, 1, 2, 3, 5]
