@@ -8,7 +8,6 @@ PostgreSQL restart or failover would: connections in the pool die and new ones a
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import os
 import threading
@@ -25,6 +24,8 @@ from test_telephony_simulated import carrier_client
 from test_telephony_webhooks import (
     BUSINESS,
     CALLER,
+    SECRET,
+    START,
     ClientFactory,
     World,
     build_world,
@@ -45,8 +46,7 @@ from tracker.db import Database
 from tracker.models import CarrierEvent
 from tracker.web import unreachable
 
-SECRET = "test-secret-key-" + "x" * 32
-T0 = dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.UTC)
+T0 = START
 
 
 @pytest.fixture
