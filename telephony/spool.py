@@ -120,7 +120,7 @@ async def spool(spool_dir: str | Path, entry: SpooledWebhook) -> None:
 
 
 def pending(spool_dir: str | Path) -> int:
-    """Count the webhooks waiting in the spool (for health and tests)."""
+    """Count the webhooks waiting in the spool (blocking; for tests and operators)."""
     directory = Path(spool_dir)
     count = 0
     for path in [directory / SPOOL_FILE, *directory.glob(f"{CLAIMED_PREFIX}*.jsonl")]:
