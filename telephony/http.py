@@ -57,6 +57,12 @@ from tracker.web import parse_id, read_form, read_json, unreachable
 log = logging.getLogger("calltrack.telephony")
 # Webhook bodies are a few dozen short parameters; anything larger is not from a carrier.
 MAX_WEBHOOK_BYTES = 32 * 1024
+# Twilio waits 15 s for a webhook's answer, then plays an error to the caller (or drops the
+# callback). A database that hangs (a network partition, a lock held too long) must not use that
+# up: after this many seconds the voice webhook answers 503, so Twilio asks the fallback, which
+# rings the business line, and a callback is spooled. (Cancelling a query on a dead connection
+# may add up to 2 s.) The webhook's p99 is about 15 ms (`calltrack bench webhook`).
+DATABASE_DEADLINE = 3.0
 
 
 def _twiml(text: str) -> web.Response:
@@ -90,14 +96,15 @@ async def voice(request: web.Request) -> web.Response:
     provider, params = await verified_params(request)
     call_request = VoiceRequest.parse(params)
     app = request.app
-    outcome = await receive_incoming_call(
-        app[appkeys.DATABASE],
-        call_request,
-        provider,
-        public_url=app[appkeys.SETTINGS].public_url,
-        clock=app[appkeys.CLOCK],
-        secret_key=app[appkeys.SETTINGS].secret_key,
-    )
+    async with asyncio.timeout(DATABASE_DEADLINE):
+        outcome = await receive_incoming_call(
+            app[appkeys.DATABASE],
+            call_request,
+            provider,
+            public_url=app[appkeys.SETTINGS].public_url,
+            clock=app[appkeys.CLOCK],
+            secret_key=app[appkeys.SETTINGS].secret_key,
+        )
     if outcome.created and outcome.call is not None:
         notify_call_listeners(app, outcome.call)
     return _twiml(outcome.twiml)
@@ -130,7 +137,7 @@ async def _lifecycle(request: web.Request, kind: str) -> None:
     received = params_dict(params)
     now = app[appkeys.CLOCK].now()
     try:
-        async with app[appkeys.DATABASE].begin() as db:
+        async with asyncio.timeout(DATABASE_DEADLINE), app[appkeys.DATABASE].begin() as db:
             call = await record_callback(
                 db, provider, kind, received, now, secret_key=settings.secret_key
             )
@@ -152,6 +159,11 @@ async def _lifecycle(request: web.Request, kind: str) -> None:
 
 async def replay_spooled(app: web.Application, entry: spool.SpooledWebhook) -> None:
     """Store a webhook kept during an outage as if it had just arrived at its time."""
+    async with asyncio.timeout(DATABASE_DEADLINE * 2):  # a hung database: retried next round
+        await _replay_spooled(app, entry)
+
+
+async def _replay_spooled(app: web.Application, entry: spool.SpooledWebhook) -> None:
     database, settings = app[appkeys.DATABASE], app[appkeys.SETTINGS]
     if entry.kind == VOICE:
         outcome = await receive_incoming_call(
@@ -202,7 +214,10 @@ async def whisper(request: web.Request) -> web.Response:
     if not CALL_SID.match(call_sid):
         raise ApiError("invalid_parameters", "call must be a call sid", status=400)
     try:
-        async with request.app[appkeys.DATABASE].sessions() as db:
+        async with (
+            asyncio.timeout(DATABASE_DEADLINE),
+            request.app[appkeys.DATABASE].sessions() as db,
+        ):
             found = await call_for_whisper(db, provider, call_sid)
     except Exception as exc:
         if not unreachable(exc):

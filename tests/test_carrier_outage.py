@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,6 +36,7 @@ from test_telephony_webhooks import (
 )
 
 from dashboard.hub import http as hub_http
+from telephony import http as telephony_http
 from telephony import spool
 from telephony.calls import drain_call_listeners
 from telephony.http import replay_spooled
@@ -159,6 +161,36 @@ async def test_a_call_during_an_outage_rings_the_merchant_and_is_attributed_afte
 
     # Replaying again (a second worker, a restart) stores nothing twice.
     assert await _replay(world) == 0
+
+
+async def test_a_database_that_hangs_costs_the_caller_seconds_not_the_call(
+    outage: tuple[World, CuttableProxy], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A network partition: connections stay open and nothing comes back. The voice webhook
+    gives up after its deadline, so Twilio asks the fallback well before its own 15 s."""
+    world, proxy = outage
+    monkeypatch.setattr(telephony_http, "DATABASE_DEADLINE", 0.3)
+    proxy.stall()
+    carrier = carrier_client(world)
+    started = time.monotonic()
+    async with asyncio.timeout(14):  # Twilio gives up after 15 s
+        result = await ring(carrier, to=world.pool.e164, from_=CALLER, now=T0, **_urls(world))
+    took = time.monotonic() - started
+    sent = [(url.split("/twilio/")[1].split("?")[0], status) for url, _, status in carrier.sent]
+    assert sent[:2] == [("voice", 503), ("fallback", 200)] and result.dialed == BUSINESS
+    assert all(status in (200, 204) for _, status in sent[1:]), sent  # callbacks spooled
+    # Voice and every callback waited for the deadline (plus up to 2 s to drop a dead
+    # connection), far from the 15 s after which Twilio gives up.
+    assert took < 10, took
+    proxy.flow()
+    assert await _replay(world) >= 1
+    call = await world.call(result.call_sid)
+    assert call is not None and call.session_id == world.session.id
+    # The pool is usable again: the next call goes through the voice webhook itself.
+    again = await ring(
+        carrier_client(world), to=world.pool.e164, from_=CALLER, now=T0, **_urls(world)
+    )
+    assert again.voice_status == 200 and await world.call(again.call_sid) is not None
 
 
 async def test_the_worker_replays_by_itself_once_the_database_is_back(

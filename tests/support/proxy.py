@@ -1,7 +1,8 @@
 """A TCP forwarder that a test can cut, to take a real PostgreSQL away from an application.
 
 `cut()` aborts every forwarded connection and stops listening (new connections are refused,
-as while PostgreSQL restarts); `restore()` listens again on the same port.
+as while PostgreSQL restarts); `restore()` listens again on the same port. `stall()` keeps every
+connection open but forwards nothing (a network partition, a server that hangs) until `flow()`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ class CuttableProxy:
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._transports: set[asyncio.BaseTransport] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    def flow(self) -> None:
+        self._flowing.set()
 
     async def restore(self) -> None:
         self._server = await asyncio.start_server(self._forward, "127.0.0.1", self.port)
@@ -41,6 +50,7 @@ class CuttableProxy:
         async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
             with contextlib.suppress(OSError, RuntimeError):
                 while data := await source.read(65536):
+                    await self._flowing.wait()
                     sink.write(data)
                     await sink.drain()
             sink.transport.abort()
