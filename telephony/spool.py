@@ -31,6 +31,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tracker.metrics import CARRIER_SPOOL
+
 log = logging.getLogger("calltrack.spool")
 
 SPOOL_FILE = "webhooks.jsonl"
@@ -111,6 +113,7 @@ def append(spool_dir: str | Path, entry: SpooledWebhook) -> None:
 async def spool(spool_dir: str | Path, entry: SpooledWebhook) -> None:
     """Keep one webhook durably before the carrier is answered."""
     await asyncio.to_thread(append, spool_dir, entry)
+    CARRIER_SPOOL.labels("spooled").inc()
     log.warning(
         "database unreachable: %s webhook of call %s kept in %s for replay",
         entry.kind,
@@ -222,10 +225,12 @@ async def _replay_line(directory: Path, line: bytes, apply: Replay, is_outage: I
         log.exception("spooled %s webhook could not be replayed", entry.kind)
         await asyncio.to_thread(_set_aside, directory, line, f"{type(exc).__name__}: {exc}")
         return False
+    CARRIER_SPOOL.labels("replayed").inc()
     return True
 
 
 def _set_aside(directory: Path, line: bytes, reason: str) -> None:
+    CARRIER_SPOOL.labels("set_aside").inc()
     record = {"line": line.decode("utf-8", "replace"), "error": reason[:500]}
     _append_locked(
         directory / FAILED_FILE, (json.dumps(record, ensure_ascii=False) + "\n").encode()

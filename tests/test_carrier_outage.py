@@ -45,6 +45,7 @@ from telephony.simulate import CallScript, ring
 from tracker import appkeys
 from tracker.clock import FrozenClock
 from tracker.db import Database
+from tracker.metrics import REGISTRY
 from tracker.models import CarrierEvent
 from tracker.web import unreachable
 
@@ -300,6 +301,10 @@ async def test_writers_racing_a_replayer_lose_nothing(tmp_path: Path) -> None:
 async def test_an_outage_mid_replay_keeps_the_rest_and_bad_lines_are_set_aside(
     tmp_path: Path,
 ) -> None:
+    def counted(outcome: str) -> float:
+        return REGISTRY.get_sample_value("calltrack_carrier_spool_total", {"outcome": outcome}) or 0
+
+    before = {outcome: counted(outcome) for outcome in ("replayed", "set_aside")}
     for n in range(3):
         spool.append(tmp_path, _entry(n))
     with (tmp_path / spool.SPOOL_FILE).open("ab") as torn:
@@ -329,6 +334,9 @@ async def test_an_outage_mid_replay_keeps_the_rest_and_bad_lines_are_set_aside(
     failed = [json.loads(line) for line in (tmp_path / spool.FAILED_FILE).read_text().splitlines()]
     assert [f["error"].split(":")[0] for f in failed] == ["unreadable", "ValueError"]
     assert json.loads(failed[1]["line"])["params"]["n"] == "4"  # kept for the operator
+    # Operators see it in /metrics: 5 stored, 2 set aside.
+    assert counted("replayed") - before["replayed"] == 5
+    assert counted("set_aside") - before["set_aside"] == 2
     assert spool.pending(tmp_path) == 0
 
 

@@ -26,6 +26,13 @@ BOT_HITS = Counter(
 SESSIONS_STARTED = Counter(
     "calltrack_sessions_started_total", "Sessions started", registry=REGISTRY
 )
+CARRIER_SPOOL = Counter(
+    "calltrack_carrier_spool_total",
+    "Carrier webhooks kept on disk while the database was unreachable (spooled), then stored "
+    "(replayed) or moved to failed.jsonl (set_aside)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 REQUEST_SECONDS = Histogram(
     "calltrack_http_request_seconds",
     "Server time per request, by route",
