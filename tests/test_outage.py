@@ -144,3 +144,64 @@ async def test_only_transient_sqlite_errors_count_as_unreachable(tmp_path: Path)
     finally:
         await holder.dispose()
     assert "locked" in str(locked) and unreachable(locked)
+
+
+async def test_a_hung_database_holds_a_bounded_number_of_events_and_loses_none(
+    aiohttp_client: ClientFactory, postgresql_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While PostgreSQL hangs, events wait for it up to a bound; past it they get a 503 at
+    once instead of piling up in memory. Every event that got its 200 is stored."""
+    from urllib.parse import urlsplit
+
+    from sqlalchemy import func, select
+    from support.proxy import CuttableProxy
+    from test_collect import Visitor, new_site, page_id
+
+    from tracker import collector
+    from tracker.models import Pageview
+
+    parts = urlsplit(postgresql_url)
+    proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.restore()
+    proxied = postgresql_url.replace(parts.netloc, f"{parts.username}@127.0.0.1:{proxy.port}")
+    app = create_app(make_settings(proxied))
+    app[appkeys.EXTRAS]["workers_disabled"] = {"webhooks", "reports", "spool"}
+    client = await aiohttp_client(app)
+    database = Database(postgresql_url, pool_size=2)
+    try:
+        site = await new_site(database)
+        visitor = Visitor(client, site, ip="198.51.100.200")
+        await visitor.view("https://velos-martin.fr/", title="Accueil")  # the visit is known
+        monkeypatch.setattr(collector, "MAX_WAITING", 5)
+        proxy.stall()
+
+        async def page(n: int) -> int:
+            tab = Visitor(client, site, ip=visitor.ip)
+            tab.session, tab.page = visitor.session, page_id()
+            response = await client.post(
+                "/collect",
+                json={"k": site.site_key, "t": "pageview", "p": tab.page, "s": tab.session,
+                      "u": f"https://velos-martin.fr/p/{n}", "ti": f"P{n}"},
+                headers={"User-Agent": BROWSER, "X-Forwarded-For": visitor.ip},
+            )  # fmt: skip
+            if response.status == 503:
+                assert response.headers["Retry-After"] == "5"
+                assert response.headers["Access-Control-Allow-Origin"] == "*"
+            return response.status
+
+        pending = [asyncio.create_task(page(n)) for n in range(12)]
+        await asyncio.sleep(1)
+        refused = [task for task in pending if task.done()]
+        # Five events wait for the database; the seven others are refused at once.
+        assert [task.result() for task in refused] == [503] * 7
+        proxy.flow()
+        statuses = await asyncio.gather(*pending)
+        assert statuses.count(200) == 5 and statuses.count(503) == 7
+        async with database.sessions() as db:
+            stored = await db.scalar(
+                select(func.count()).select_from(Pageview).where(Pageview.site_id == site.id)
+            )
+        assert stored == 1 + 5
+    finally:
+        await proxy.cut()
+        await database.close()
