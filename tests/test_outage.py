@@ -205,3 +205,61 @@ async def test_a_hung_database_holds_a_bounded_number_of_events_and_loses_none(
     finally:
         await proxy.cut()
         await database.close()
+
+
+async def test_tracking_and_callback_requests_carry_on_while_redis_is_down(
+    aiohttp_client: ClientFactory, sqlite_url: str
+) -> None:
+    """Redis holds the number pool, rate limits and the hub's streams, not the visits: while it
+    is away, pageviews are stored and answered (without numbers: the page keeps the ones it
+    shows), and a visitor's request to be called back is kept."""
+    from sqlalchemy import select
+    from test_collect import Visitor
+    from test_contacts import MONDAY_10H, make_tenant
+
+    from telephony.carrier_factory import close_carrier, create_carrier
+    from telephony.signature import webhook_urls
+    from tracker.models import ContactRequest, Pageview, Site
+    from tracker.numbers.service import number_service_for
+
+    clock = FrozenClock(MONDAY_10H)
+    database = Database(sqlite_url)
+    try:
+        tenant = await make_tenant(database, clock)
+        settings = make_settings(sqlite_url)
+        carrier = create_carrier(settings)
+        service = number_service_for(settings, None, carrier=carrier, database=database)
+        async with database.begin() as db:
+            site = await db.get(Site, tenant.site.id)
+            assert site is not None
+            await service.add_numbers(
+                db, site, clock.now(), count=2, webhooks=webhook_urls("https://ct.example.eu")
+            )
+        await close_carrier(carrier)
+        down = make_settings(sqlite_url, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+        app = create_app(down, clock=clock)
+        app[appkeys.EXTRAS]["workers_disabled"] = {"webhooks", "reports", "spool"}
+        client = await aiohttp_client(app)
+
+        visitor = Visitor(client, tenant.site, ip="198.51.100.31")
+        first = await visitor.view("https://velos-martin.fr/?utm_source=google&utm_medium=cpc")
+        again = await visitor.view("https://velos-martin.fr/velos", title="Vélos")
+        assert first["n"] is None and again["s"] == first["s"]  # one visit, numbers kept
+        async with database.sessions() as db:
+            pages = await db.scalars(select(Pageview).where(Pageview.session_id == first["s"]))
+            assert [p.url for p in pages] == [
+                "https://velos-martin.fr/?utm_source=google&utm_medium=cpc",
+                "https://velos-martin.fr/velos",
+            ]
+
+        response = await client.post(
+            "/contact",
+            json={"k": tenant.site.site_key, "s": first["s"], "phone": "06 12 34 56 78"},
+            headers={"User-Agent": BROWSER, "X-Forwarded-For": "198.51.100.31"},
+        )
+        assert response.status == 201, await response.text()
+        async with database.sessions() as db:
+            kept = await db.get(ContactRequest, (await response.json())["id"])
+        assert kept is not None and kept.phone_e164 == "+33612345678"
+    finally:
+        await database.close()

@@ -93,7 +93,8 @@ class CollectResult:
     session: TrackedSession
     new_session: bool
     visitor_id: str | None
-    numbers: list[dict[str, Any]] = field(default_factory=list)
+    # None: the numbers could not be read (Redis unreachable); the snippet keeps its own.
+    numbers: list[dict[str, Any]] | None = field(default_factory=list)
     # The pageview row written for a `pageview` event (None for other events and retries).
     pageview_data: dict[str, Any] | None = None
 

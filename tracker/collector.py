@@ -38,6 +38,7 @@ from tracker.collect import (
 from tracker.collector_pg import PostgresBatchWriter
 from tracker.errors import ApiError
 from tracker.models import Cart, Pageview, Site, TrackedSession
+from tracker.web import unreachable
 
 log = logging.getLogger("calltrack.collect")
 
@@ -383,7 +384,16 @@ class Collector:
             pageview_data=pageview,
         )
         if numbers is not None and event.type != "leave":
-            result.numbers = await numbers.numbers_for_session(site, session, now)
+            try:
+                result.numbers = await numbers.numbers_for_session(site, session, now)
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                # The event is stored; only the number pool (Redis) is away. Answer without
+                # numbers: the page keeps what it shows (its last numbers, else the business
+                # number) instead of losing the visit's id to a 503.
+                log.warning("numbers unavailable for session %s: %r", session.id, exc)
+                result.numbers = None
         return result
 
     # -- writing -------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from tracker.contacts import (
 from tracker.errors import ApiError
 from tracker.models import Site
 from tracker.sitecache import CachedSite
-from tracker.web import CORS_HEADERS, client_ip, error_response, read_json
+from tracker.web import CORS_HEADERS, client_ip, error_response, read_json, unreachable
 
 log = logging.getLogger("calltrack.contact")
 
@@ -146,10 +146,17 @@ class ContactRateLimiter:
         if redis is not None:
             window = int(time.time() // self.window_s)
             name = f"{prefix}contact-rate:{key}:{window}"
-            count = int(await redis.incr(name))
-            if count == 1:
-                await redis.expire(name, self.window_s)
-            return count <= self.limit
+            try:
+                count = int(await redis.incr(name))
+                if count == 1:
+                    await redis.expire(name, self.window_s)
+                return count <= self.limit
+            except Exception as exc:
+                if not unreachable(exc):
+                    raise
+                # Redis is down: count in this worker instead of refusing a visitor who asks
+                # to be called back (the limit then holds per worker, not across them).
+                log.warning("contact rate limit counted in this worker: Redis unreachable")
         now = time.monotonic()
         hits = self._hits.get(key)
         if hits is None:
