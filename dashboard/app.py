@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from dashboard.api import http as api_http
 from dashboard.hub import http as hub_http
 from dashboard.reports import http as reports_http
 from telephony import http as telephony_http
+from telephony import spool
 from tracker import appkeys
 from tracker import http as tracker_http
 from tracker.clock import Clock, SystemClock
@@ -31,6 +33,8 @@ from widget import http as widget_http
 
 log = logging.getLogger("calltrack")
 STATIC = Path(__file__).with_name("static")
+# Seconds each readiness check may take before it counts as failed.
+HEALTH_TIMEOUT = 2.0
 
 
 @web.middleware
@@ -45,11 +49,18 @@ async def timing_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 async def health(request: web.Request) -> web.Response:
-    """Report readiness: the database answers (and Redis, when configured)."""
-    checks: dict[str, str] = {}
+    """Report readiness: the database answers (and Redis, when configured).
+
+    Each check gives up after `HEALTH_TIMEOUT`: a database that hangs is reported, not waited
+    for. Carrier webhooks waiting in the spool for the database are counted when there are any.
+    """
+    checks: dict[str, str | int] = {}
     status = 200
     try:
-        async with request.app[appkeys.DATABASE].engine.connect() as connection:
+        async with (
+            asyncio.timeout(HEALTH_TIMEOUT),
+            request.app[appkeys.DATABASE].engine.connect() as connection,
+        ):
             await connection.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:
@@ -58,11 +69,18 @@ async def health(request: web.Request) -> web.Response:
     redis = request.app[appkeys.REDIS]
     if redis is not None:
         try:
-            await redis.ping()
+            async with asyncio.timeout(HEALTH_TIMEOUT):
+                await redis.ping()
             checks["redis"] = "ok"
         except Exception as exc:
             checks["redis"] = f"error: {type(exc).__name__}"
             status = 503
+    try:
+        spooled = await asyncio.to_thread(spool.pending, request.app[appkeys.SETTINGS].spool_dir)
+        if spooled:
+            checks["spooled_webhooks"] = spooled
+    except OSError as exc:
+        checks["spool"] = f"error: {type(exc).__name__}"
     return web.json_response(
         {"status": "ok" if status == 200 else "degraded", **checks}, status=status
     )

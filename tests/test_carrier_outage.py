@@ -126,6 +126,9 @@ async def test_a_call_during_an_outage_rings_the_merchant_and_is_attributed_afte
     spool_dir = world.client.app[appkeys.SETTINGS].spool_dir
     assert spool.pending(spool_dir) == len(sent) - 1
     assert await world.call(result.call_sid) is None  # nothing could be stored yet
+    health = await world.client.get("/healthz")
+    assert health.status == 503
+    assert (await health.json())["spooled_webhooks"] == len(sent) - 1  # what waits, for operators
 
     await proxy.restore()
     world.clock.advance(minutes=10)  # the outage lasted ten minutes
@@ -162,6 +165,8 @@ async def test_a_call_during_an_outage_rings_the_merchant_and_is_attributed_afte
 
     # Replaying again (a second worker, a restart) stores nothing twice.
     assert await _replay(world) == 0
+    health = await world.client.get("/healthz")
+    assert health.status == 200 and "spooled_webhooks" not in await health.json()
 
 
 async def test_a_database_that_hangs_costs_the_caller_seconds_not_the_call(
@@ -183,6 +188,10 @@ async def test_a_database_that_hangs_costs_the_caller_seconds_not_the_call(
     # Voice and every callback waited for the deadline (plus up to 2 s to drop a dead
     # connection), far from the 15 s after which Twilio gives up.
     assert took < 10, took
+    # A health check reports the hung database instead of hanging with it.
+    async with asyncio.timeout(10):
+        health = await world.client.get("/healthz")
+    assert health.status == 503 and (await health.json())["database"] == "error: TimeoutError"
     proxy.flow()
     assert await _replay(world) >= 1
     call = await world.call(result.call_sid)
