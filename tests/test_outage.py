@@ -176,13 +176,15 @@ async def test_a_hung_database_holds_a_bounded_number_of_events_and_loses_none(
         proxy.stall()
 
         async def page(n: int) -> int:
-            tab = Visitor(client, site, ip=visitor.ip)
-            tab.session, tab.page = visitor.session, page_id()
+            # Every fourth is a new visitor, whose visit must be looked up in the database.
+            ip = visitor.ip if n % 4 else f"198.51.100.{n + 1}"
+            tab = Visitor(client, site, ip=ip)
+            tab.session, tab.page = (visitor.session if n % 4 else None), page_id()
             response = await client.post(
                 "/collect",
                 json={"k": site.site_key, "t": "pageview", "p": tab.page, "s": tab.session,
                       "u": f"https://velos-martin.fr/p/{n}", "ti": f"P{n}"},
-                headers={"User-Agent": BROWSER, "X-Forwarded-For": visitor.ip},
+                headers={"User-Agent": BROWSER, "X-Forwarded-For": ip},
             )  # fmt: skip
             if response.status == 503:
                 assert response.headers["Retry-After"] == "5"
@@ -192,7 +194,8 @@ async def test_a_hung_database_holds_a_bounded_number_of_events_and_loses_none(
         pending = [asyncio.create_task(page(n)) for n in range(12)]
         await asyncio.sleep(1)
         refused = [task for task in pending if task.done()]
-        # Five events wait for the database; the seven others are refused at once.
+        # Five events wait for the database (lookups or writes); the seven others are refused
+        # at once.
         assert [task.result() for task in refused] == [503] * 7
         proxy.flow()
         statuses = await asyncio.gather(*pending)

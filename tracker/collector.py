@@ -51,10 +51,10 @@ CARTS: Table = Cart.__table__  # type: ignore[assignment]
 SESSION_CACHE_SIZE = 100_000
 # One batch is one transaction; 500 rows keep it short (a few ms) so waiters are not delayed.
 MAX_BATCH = 500
-# Events waiting for their batch's commit, at most. While the database hangs (a network partition, a long
-# lock) every waiting event holds a request and its memory; past this many (seconds of peak
-# traffic), new events are refused with a 503 instead of piling up until the worker runs out of
-# memory. Events already waiting are written when the database answers again.
+# Events in progress (looked up, queued, written), at most. While the database hangs (a
+# network partition, a long lock) every waiting event holds a request and its memory; past this
+# many (seconds of peak traffic), new events are refused with a 503 instead of piling up until
+# the worker runs out of memory. Events already waiting are written when the database answers.
 MAX_WAITING = 20_000
 # Batches written at once. PostgreSQL: two, so that one batch is being built and sent while the
 # other waits for its commit (the worker would otherwise sit idle during every round trip).
@@ -148,7 +148,7 @@ class Collector:
         self._dialect = engine.dialect.name
         self.cache = SessionCache()
         self._queue: list[_Pending] = []
-        self._waiting = 0  # events queued or in a batch being written
+        self._waiting = 0  # events in progress: being looked up, queued or written
         self._writers: set[asyncio.Task[None]] = set()
         # PostgreSQL (asyncpg) writes a batch as one statement of its own, with rows in lock
         # order (tracker/collector_pg.py); anything else takes the generic one-writer path.
@@ -260,6 +260,7 @@ class Collector:
             # Before anything is decided or looked up: the database is not keeping up (or
             # hangs). A TimeoutError is a 503 with Retry-After, with CORS for the snippet.
             raise TimeoutError(f"{self._waiting} events are already waiting for the database")
+        self._waiting += 1
         try:
             return await self._record(site, event, client, numbers)
         except IntegrityError:
@@ -267,6 +268,8 @@ class Collector:
             # the cache entry is gone now, so the retry reads the database and starts afresh.
             log.info("collect retried after its visit disappeared")
             return await self._record(site, event, client, numbers)
+        finally:
+            self._waiting -= 1
 
     async def _record(
         self,
@@ -449,7 +452,6 @@ class Collector:
             return
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(writes, done))
-        self._waiting += 1
         if new_session_id is not None:
             self._inserting[new_session_id] = done
         if len(self._writers) < self._max_writers:
@@ -459,7 +461,6 @@ class Collector:
         try:
             await done
         finally:
-            self._waiting -= 1
             if new_session_id is not None and self._inserting.get(new_session_id) is done:
                 del self._inserting[new_session_id]
 
