@@ -247,9 +247,11 @@ def ask_callback(page: Page, phone: str, message: str) -> dict[str, Any]:
 
 def visitor_row(console: Page, page: Page) -> Any:
     """The console's row of the visit open in `page` (the snippet exposes its session id)."""
-    session_id = page.evaluate(
+    # The page has the collect answer once `expect_response` returns, but the snippet reads its
+    # body a moment later: wait for the session id rather than race it.
+    session_id = page.wait_for_function(
         "(() => { const s = window.calltrack.s; return typeof s == 'function' ? s() : s })()"
-    )
+    ).json_value()
     assert session_id, "the snippet does not expose calltrack.s()"
     return console.locator(f'table.visitors tr[data-id="{session_id}"]')
 
