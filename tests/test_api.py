@@ -350,6 +350,7 @@ def test_token_create_prints_the_token_once_and_stores_its_hash(
     from dashboard.cli import main
 
     monkeypatch.setenv("CALLTRACK_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("CALLTRACK_SECRET_KEY", "cli-test-" + "k" * 40)  # no var/ file
     assert in_thread(main, ["token", "create", "--account", "nobody-here", "--scope", "read"]) == 2
     assert "unknown_account" in capsys.readouterr().err
     site = ["site", "create", "--account", "cli-acct", "--name", "Shop", "--domain", "shop.example"]

@@ -125,6 +125,7 @@ def test_cli_register(
 
     site = asyncio.run(seed())
     monkeypatch.setenv("CALLTRACK_DATABASE_URL", database_url)
+    monkeypatch.setenv("CALLTRACK_SECRET_KEY", "cli-test-" + "k" * 40)  # no var/ file
     output = tmp_path / f"register.{fmt}"
     code = main(["privacy", "register", "--site", site.site_key, "--lang", "fr", "--format", fmt,
                  "--output", str(output)])  # fmt: skip
