@@ -19,7 +19,7 @@ from tracker.db import Database
 from tracker.errors import ApiError
 from tracker.models import BusinessNumber, Call, TrackingNumber
 from tracker.numbers.rules import parse_rule
-from tracker.numbers.service import number_service_for
+from tracker.numbers.service import find_business_number, number_service_for
 from tracker.phones import InvalidPhoneNumber, phone_forms, to_e164
 from tracker.sites import dumps, site_by_key
 
@@ -237,12 +237,7 @@ async def cmd_numbers_reconfigure(args: argparse.Namespace, settings: Settings) 
     async def work(db: AsyncSession) -> list[dict[str, Any]]:
         nonlocal failed
         site = await site_by_key(db, args.site)
-        primary = await db.scalar(
-            select(BusinessNumber.e164)
-            .where(BusinessNumber.site_id == site.id)
-            .order_by(BusinessNumber.is_primary.desc(), BusinessNumber.id)
-            .limit(1)
-        )
+        primary = (await find_business_number(db, site)).e164  # for numbers naming none
         rows = await db.execute(
             select(TrackingNumber, BusinessNumber.e164)
             .outerjoin(BusinessNumber, BusinessNumber.id == TrackingNumber.business_number_id)
@@ -251,8 +246,7 @@ async def cmd_numbers_reconfigure(args: argparse.Namespace, settings: Settings) 
         )
         results = []
         for number, business in rows.all():
-            line = business or primary
-            hooks = webhooks.forwarding_to(line) if line else webhooks
+            hooks = webhooks.forwarding_to(business or primary)
             try:
                 carrier = carriers.get(number.provider) or create_carrier(settings, number.provider)
                 carriers[number.provider] = carrier

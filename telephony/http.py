@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -299,11 +300,8 @@ async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:
     if "spool" in app[appkeys.EXTRAS].get("workers_disabled", ()):
         yield
         return
-
-    async def apply(entry: spool.SpooledWebhook) -> None:
-        await replay_spooled(app, entry)
-
     directory = Path(app[appkeys.SETTINGS].spool_dir)
+    apply = functools.partial(replay_spooled, app)
     task = asyncio.create_task(
         spool.replay_forever(directory, apply, unreachable), name="spool-replay"
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/calltrack.sqlite3"
+DEFAULT_SPOOL_DIR = "var/spool"
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -90,7 +91,7 @@ class Settings:
     # Drop headless browsers (HeadlessChrome) at collect like bots (see tracker.useragent).
     block_headless: bool = False
     # Carrier webhooks received while the database is unreachable wait here (telephony.spool).
-    spool_dir: str = "var/spool"
+    spool_dir: str = DEFAULT_SPOOL_DIR
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -115,7 +116,7 @@ class Settings:
             "redis_prefix": _env("CALLTRACK_REDIS_PREFIX", "calltrack:") or "calltrack:",
             "block_headless": (_env("CALLTRACK_BLOCK_HEADLESS") or "0").lower()
             in ("1", "true", "yes"),
-            "spool_dir": _env("CALLTRACK_SPOOL_DIR", "var/spool") or "var/spool",
+            "spool_dir": _env("CALLTRACK_SPOOL_DIR") or DEFAULT_SPOOL_DIR,
             "trusted_proxies": tuple(
                 p.strip() for p in (_env("CALLTRACK_TRUSTED_PROXIES") or "").split(",") if p.strip()
             ),

@@ -594,22 +594,7 @@ class NumberService:
         self, db: AsyncSession, site: Site, e164: str | None = None
     ) -> BusinessNumber:
         """Find a business number of the site (the primary when none is named)."""
-        query = select(BusinessNumber).where(BusinessNumber.site_id == site.id)
-        if e164:
-            try:
-                wanted = to_e164(e164, site.country)
-            except InvalidPhoneNumber as exc:
-                raise ApiError("invalid_phone", str(exc)) from exc
-            query = query.where(BusinessNumber.e164 == wanted)
-        found = await db.scalar(
-            query.order_by(BusinessNumber.is_primary.desc(), BusinessNumber.id).limit(1)
-        )
-        if found is None:
-            raise NotFound(
-                "unknown_business_number",
-                f"{e164} is not a business number of this site" if e164 else "no business number",
-            )
-        return found
+        return await find_business_number(db, site, e164)
 
     async def add_numbers(
         self,
@@ -852,6 +837,28 @@ class NumberService:
 
 
 # -- the lease history ---------------------------------------------------------------------------
+
+
+async def find_business_number(
+    db: AsyncSession, site: Site, e164: str | None = None
+) -> BusinessNumber:
+    """Find a business number of the site (the primary when none is named); 404 otherwise."""
+    query = select(BusinessNumber).where(BusinessNumber.site_id == site.id)
+    if e164:
+        try:
+            wanted = to_e164(e164, site.country)
+        except InvalidPhoneNumber as exc:
+            raise ApiError("invalid_phone", str(exc)) from exc
+        query = query.where(BusinessNumber.e164 == wanted)
+    found = await db.scalar(
+        query.order_by(BusinessNumber.is_primary.desc(), BusinessNumber.id).limit(1)
+    )
+    if found is None:
+        raise NotFound(
+            "unknown_business_number",
+            f"{e164} is not a business number of this site" if e164 else "no business number",
+        )
+    return found
 
 
 async def leases_at(db: AsyncSession, tracking_number_id: int, instant: dt.datetime) -> list[Lease]:
