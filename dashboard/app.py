@@ -148,10 +148,21 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     from redis.asyncio import BlockingConnectionPool, Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
 
     # A blocking pool makes bursts wait for a connection instead of failing: redis-py's default
     # pool raises once 100 commands are in flight, which a busy collect worker reaches.
-    pool = BlockingConnectionPool.from_url(url, max_connections=200, timeout=5)
+    # One immediate retry on a fresh connection: after a Redis restart every pooled connection
+    # is dead, and without it each one failed its next command (a lost console event, a visit
+    # answered without numbers). While Redis stays down the retry is one refused connect.
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=200,
+        timeout=5,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+    )
     redis = Redis(connection_pool=pool, decode_responses=False)
     app[appkeys.REDIS] = redis
     yield

@@ -628,3 +628,46 @@ def test_an_erased_visitor_disappears_from_an_open_console(stack: Stack, browser
     assert console_errors == []
     shopper.close()
     advisor.close()
+
+
+def test_a_request_whose_event_was_lost_still_reaches_the_console_with_an_alert(
+    stack: Stack, browser: Browser
+) -> None:
+    """The hub's store (Redis) fails while a visitor asks to be called back: the request is
+    kept, its event is lost, and once the store answers again the console is told to resync;
+    it shows the request from the database and alerts the advisor as for a live one."""
+    advisor, console = console_for(stack, browser, stack.ben)
+    advisor.add_init_script(
+        """window.Notification = class {
+             static permission = 'granted';
+             static requestPermission() { return Promise.resolve('granted'); }
+             constructor(title, options) {
+               (window.__notes = window.__notes || []).push([title, options && options.tag]);
+             }
+           };"""
+    )
+    console.reload()
+    expect(console.locator("#conn")).to_have_attribute("data-state", "live")
+    console_errors = watch(console)
+    backend = stack.app[appkeys.HUB].backend
+    assert backend is not None
+
+    async def away(*args: Any) -> Any:
+        raise ConnectionError("the hub's Redis is restarting")
+
+    backend.publish = away  # type: ignore[method-assign]
+    try:
+        shopper, page = visit(stack, browser, "/velos/lost")
+        ask_callback(page, "07 81 92 03 15", "Rappelez-moi")
+        console.wait_for_timeout(1500)  # resync rounds fail meanwhile
+        expect(request_card(console, "+33 7 81 92 03 15")).to_have_count(0)  # the event is lost
+    finally:
+        del backend.publish  # the store answers again
+    expect(request_card(console, "+33 7 81 92 03 15")).to_be_visible()
+    visitor_row(console, page).wait_for()  # the visit too, from the snapshot
+    tags = [tag for _, tag in console.evaluate("window.__notes || []")]
+    assert len([t for t in tags if t.startswith("calltrack-request-")]) == 1, tags
+    expect(console.locator("#conn")).to_have_attribute("data-state", "live")
+    assert console_errors == []
+    shopper.close()
+    advisor.close()

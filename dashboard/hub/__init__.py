@@ -15,6 +15,7 @@ from aiohttp import web
 from dashboard.hub.commands import CommandContext, CommandHandler, register_command
 from dashboard.hub.events import EventKind
 from tracker import appkeys
+from tracker.web import unreachable
 
 __all__ = [
     "CommandContext",
@@ -31,14 +32,17 @@ async def publish_site_event(
 ) -> str | None:
     """Append an event to the site's stream; return its id, or None if the hub failed (logged)."""
     # Never raises: the visitor's or the carrier's request that caused the event must succeed
-    # even when Redis is down; consoles resync with a `snapshot` when they reconnect.
+    # even when Redis is down; the hub then tells the site's consoles to resync (`hub.resync`).
     hub = app.get(appkeys.HUB)
     if hub is None or hub.backend is None:
         log.warning("no hub running; %s event for site %s dropped", kind, site_id)
         return None
     try:
         event = await hub.publish(site_id, kind, data)
-    except Exception:
-        log.exception("could not publish a %s event for site %s", kind, site_id)
+    except Exception as exc:
+        if not unreachable(exc):
+            log.exception("could not publish a %s event for site %s", kind, site_id)
+        else:  # an outage: one line per event, no traceback; the consoles resync after it
+            log.warning("could not publish a %s event for site %s: %r", kind, site_id, exc)
         return None
     return event.id

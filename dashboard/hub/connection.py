@@ -25,6 +25,7 @@ from dashboard.hub.const import (
     HEARTBEAT_INTERVAL,
     IDLE_TIMEOUT,
     LOGIN_RECHECK,
+    RESYNC_INTERVAL,
     SEND_QUEUE_SIZE,
     SHUTDOWN_GRACE,
     WRITE_BUFFER_LIMIT,
@@ -264,6 +265,7 @@ class HubOptions:
     heartbeat_interval: float = HEARTBEAT_INTERVAL
     idle_timeout: float = IDLE_TIMEOUT
     login_recheck: float = LOGIN_RECHECK
+    resync_interval: float = RESYNC_INTERVAL
 
 
 class Hub:
@@ -276,6 +278,9 @@ class Hub:
         self._clock: Clock = SystemClock()
         self._subscribers: dict[int, set[Connection]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        # Sites whose events the backend failed to store (Redis unreachable): their consoles
+        # missed something and get a `hub.resync` once the backend answers again.
+        self._lost: set[int] = set()
 
     async def start(self, backend: HubBackend, clock: Clock) -> None:
         self.backend = backend
@@ -284,6 +289,7 @@ class Hub:
         self._tasks = [
             asyncio.create_task(self._dispatch(backend), name="hub-dispatch"),
             asyncio.create_task(self._heartbeat(), name="hub-heartbeat"),
+            asyncio.create_task(self._resync_lost(backend), name="hub-resync"),
         ]
 
     async def stop(self) -> None:
@@ -326,7 +332,37 @@ class Hub:
         if self.backend is None:
             raise RuntimeError("the hub is not started")
         text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-        return await self.backend.publish(site_id, kind, self._clock.now().isoformat(), text)
+        try:
+            return await self.backend.publish(site_id, kind, self._clock.now().isoformat(), text)
+        except Exception:
+            self._lost.add(site_id)
+            raise
+
+    async def _resync_lost(self, backend: HubBackend) -> None:
+        """Tell the consoles of sites whose events were lost to rebuild their state.
+
+        The event itself cannot be published again (the request that caused it has been
+        answered; its data may be stale by now), but what it reported is in the database, which
+        a console's `snapshot` reads. A `hub.resync` on the site's stream reaches every console
+        of the site, on every worker, live or when it resumes.
+        """
+        while True:
+            await asyncio.sleep(self.options.resync_interval)
+            if not self._lost:
+                continue
+            lost = sorted(self._lost)
+            self._lost.clear()
+            for index, site_id in enumerate(lost):
+                try:
+                    await backend.publish(
+                        site_id, "hub.resync", self._clock.now().isoformat(), "{}"
+                    )
+                except Exception as exc:
+                    # Still unreachable: keep the rest for the next round.
+                    self._lost.update(lost[index:])
+                    log.debug("hub resync of site %s not published yet: %r", site_id, exc)
+                    break
+                log.info("consoles of site %s told to resync after lost events", site_id)
 
     async def subscribe(
         self, connection: Connection, sites: Mapping[int, str], last_ids: Mapping[int, str]

@@ -35,6 +35,9 @@ IDLE_TIMEOUT: Final = 60.0
 # worker (or a deleted user) closes this worker's sockets within this many seconds. A sign-out
 # on the same worker closes them at once.
 LOGIN_RECHECK: Final = 15.0
+# While the backend (Redis) cannot store events, consoles miss them; this often, a worker that
+# lost some tries to tell those sites' consoles to resync from the database (`hub.resync`).
+RESYNC_INTERVAL: Final = 1.0
 # On shutdown, how long to wait for consoles to answer our close frame: they reconnect to
 # another worker anyway, and the process manager's stop timeout is not much longer.
 SHUTDOWN_GRACE: Final = 2.0

@@ -29,6 +29,7 @@ EventKind = Literal[
     "call.tagged",
     "contact.tagged",
     "visitor.erased",
+    "hub.resync",
 ]
 EVENT_KINDS: tuple[str, ...] = get_args(EventKind)
 
@@ -148,6 +149,14 @@ class VisitorErasedData(TypedDict):
     """
 
 
+class HubResyncData(TypedDict):
+    """Empty: events of the site were lost (the hub's Redis could not store them).
+
+    What they reported is in the database: consoles fetch a fresh `snapshot` (and reload an
+    open visitor panel), and alert for requests and calls they had not heard of.
+    """
+
+
 DATA_MODELS: dict[str, type] = {
     "visitor.pageview": VisitorPageviewData,
     "visitor.cart": VisitorCartData,
@@ -160,6 +169,7 @@ DATA_MODELS: dict[str, type] = {
     "call.tagged": TaggedData,
     "contact.tagged": TaggedData,
     "visitor.erased": VisitorErasedData,
+    "hub.resync": HubResyncData,
 }
 
 
@@ -212,6 +222,11 @@ class VisitorErasedEvent(_Envelope):
     data: VisitorErasedData
 
 
+class HubResyncEvent(_Envelope):
+    kind: Literal["hub.resync"]
+    data: HubResyncData
+
+
 HubEvent = Union[  # noqa: UP007 (a Union reads better than a ten-line `|` chain)
     VisitorPageviewEvent,
     VisitorCartEvent,
@@ -221,6 +236,7 @@ HubEvent = Union[  # noqa: UP007 (a Union reads better than a ten-line `|` chain
     CallUpdatedEvent,
     TaggedEvent,
     VisitorErasedEvent,
+    HubResyncEvent,
 ]
 
 

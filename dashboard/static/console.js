@@ -353,19 +353,38 @@
       }
       case 'visitor.erased': {
         // Someone was erased (the event does not say who): nothing of theirs stays on screen.
-        resync();
+        resync(false);
+        break;
+      }
+      case 'hub.resync': {
+        // Events were lost while the hub's Redis was away: the database has what they said.
+        resync(true);
         break;
       }
     }
   }
 
-  async function resync() {
-    // Rebuild from a snapshot, which no longer holds an erased person, and reload the panel.
+  async function resync(alertNew) {
+    // Rebuild from a snapshot (which no longer holds an erased person) and reload the panel.
+    // After lost events, alert for the requests and ringing calls this console never heard of.
+    const knownRequests = new Set(S.requests.keys()), knownCalls = new Set(S.pops.keys());
     try {
       const snap = await send('snapshot', {site: null});
       S.pops.clear();
       applySnapshot(snap);
     } catch (e) { return; }
+    if (alertNew) {
+      const now = Date.now();
+      for (const r of S.requests.values()) {
+        if (knownRequests.has(r.id) || S.alerted.has(r.id) || r.status !== 'open') continue;
+        if (now - Date.parse(r.created_at) >= ALERT_MAX_AGE_MS) continue;
+        S.alerted.add(r.id);
+        alertAdvisor(r);
+      }
+      for (const [id, pop] of S.pops) {
+        if (!knownCalls.has(id) && now - Date.parse(pop.call.started_at) < ALERT_MAX_AGE_MS) alertCall(pop.call, pop.site);
+      }
+    }
     const id = S.panel && S.panel.id;
     if (!id) return;
     try {
