@@ -40,6 +40,10 @@ CLAIMED_PREFIX = "replaying-"
 FAILED_FILE = "failed.jsonl"
 # How often a worker looks for spooled webhooks (an outage usually lasts seconds to minutes).
 REPLAY_SECONDS = 5.0
+# Set-aside lines hold callers' numbers: the operator has this long to look at them (as long
+# as carrier callbacks that never matched a call are kept), then each worker deletes them.
+SET_ASIDE_TTL = dt.timedelta(days=30)
+PRUNE_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -231,15 +235,81 @@ async def _replay_line(directory: Path, line: bytes, apply: Replay, is_outage: I
 
 def _set_aside(directory: Path, line: bytes, reason: str) -> None:
     CARRIER_SPOOL.labels("set_aside").inc()
-    record = {"line": line.decode("utf-8", "replace"), "error": reason[:500]}
+    record = {
+        "line": line.decode("utf-8", "replace"),
+        "error": reason[:500],
+        "set_aside_at": dt.datetime.now(dt.UTC).isoformat(),
+    }
     _append_locked(
         directory / FAILED_FILE, (json.dumps(record, ensure_ascii=False) + "\n").encode()
     )
 
 
+def _set_aside_at(record_line: bytes) -> dt.datetime | None:
+    """When a line was set aside (else when its webhook arrived); None if it says neither."""
+    try:
+        record = json.loads(record_line)
+        when = record.get("set_aside_at") or json.loads(record["line"])["received_at"]
+        moment = dt.datetime.fromisoformat(when)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def prune_set_aside(
+    spool_dir: str | Path, now: dt.datetime, ttl: dt.timedelta = SET_ASIDE_TTL
+) -> int:
+    """Delete set-aside lines older than `ttl` (blocking); return how many went.
+
+    A line that says no time is kept for the operator. Writers append to the file this
+    replaces only under its lock, and reopen it when the path names another file.
+    """
+    path = Path(spool_dir) / FAILED_FILE
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return 0
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.stat(path).st_ino != os.fstat(fd).st_ino:
+            return 0  # replaced meanwhile by another worker's prune: next round
+        lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+        cutoff = now - ttl
+        kept = [line for line in lines if (at := _set_aside_at(line)) is None or at >= cutoff]
+        if len(kept) == len(lines):
+            return 0
+        if kept:
+            fresh = path.with_suffix(".pruned")
+            out = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(out, b"".join(line + b"\n" for line in kept))
+                os.fsync(out)
+            finally:
+                os.close(out)
+            os.replace(fresh, path)
+        else:
+            path.unlink()
+        _sync_directory(path.parent)
+        return len(lines) - len(kept)
+    except FileNotFoundError:
+        return 0
+    finally:
+        os.close(fd)
+
+
 async def replay_forever(spool_dir: str | Path, apply: Replay, is_outage: IsOutage) -> None:
-    """Look for spooled webhooks every few seconds until cancelled."""
+    """Look for spooled webhooks every few seconds until cancelled; prune set-aside ones."""
+    loop = asyncio.get_running_loop()
+    pruned_at = -PRUNE_SECONDS
     while True:
+        if loop.time() - pruned_at >= PRUNE_SECONDS:
+            pruned_at = loop.time()
+            try:
+                now = dt.datetime.now(dt.UTC)
+                if pruned := await asyncio.to_thread(prune_set_aside, spool_dir, now):
+                    log.info("deleted %d set-aside carrier webhooks past %s", pruned, SET_ASIDE_TTL)
+            except OSError:
+                log.exception("pruning set-aside carrier webhooks failed")
         try:
             applied = await replay(spool_dir, apply, is_outage)
             if applied:

@@ -8,6 +8,7 @@ PostgreSQL restart or failover would: connections in the pool die and new ones a
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import os
 import threading
@@ -343,6 +344,35 @@ async def test_an_outage_mid_replay_keeps_the_rest_and_bad_lines_are_set_aside(
     assert counted("replayed") - before["replayed"] == 5
     assert counted("set_aside") - before["set_aside"] == 2
     assert spool.pending(tmp_path) == 0
+
+
+def test_set_aside_lines_are_deleted_after_their_retention_not_before(tmp_path: Path) -> None:
+    """Set-aside lines hold callers' numbers: each worker deletes them after SET_ASIDE_TTL."""
+    now = dt.datetime.now(dt.UTC)
+    spool._set_aside(tmp_path, _entry(1).to_line(), "ValueError: a bug")  # set aside now
+    failed = tmp_path / spool.FAILED_FILE
+    old_moment = now - spool.SET_ASIDE_TTL - dt.timedelta(hours=1)
+    old = {"line": _entry(2).to_line().decode(), "error": "ValueError: an older bug"}
+    old["set_aside_at"] = old_moment.isoformat()
+    # Set aside before lines said when: dated by the webhook's own arrival.
+    arrived = spool.SpooledWebhook("status", "twilio", {"n": "3"}, old_moment)
+    before_dates = {"line": arrived.to_line().decode(), "error": "ValueError"}
+    undated = {"line": "torn", "error": "unreadable: torn"}  # says no time: kept
+    with failed.open("a") as out:
+        for record in (old, before_dates, undated):
+            out.write(json.dumps(record) + "\n")
+
+    assert spool.prune_set_aside(tmp_path, now) == 2
+    kept = [json.loads(line) for line in failed.read_text().splitlines()]
+    assert [r["error"] for r in kept] == ["ValueError: a bug", "unreadable: torn"]
+    assert failed.stat().st_mode & 0o777 == 0o600
+    assert spool.prune_set_aside(tmp_path, now) == 0  # nothing more to delete
+    # A month later only the undated line is left; once none is left, the file goes too.
+    assert spool.prune_set_aside(tmp_path, now + spool.SET_ASIDE_TTL * 2) == 1
+    assert [json.loads(line) for line in failed.read_text().splitlines()] == [undated]
+    failed.write_text(json.dumps({**old, "line": "x"}) + "\n")
+    assert spool.prune_set_aside(tmp_path, now) == 1 and not failed.exists()
+    assert spool.prune_set_aside(tmp_path, now) == 0  # no file: nothing to do
 
 
 def test_a_spooled_line_keeps_everything_the_carrier_sent() -> None:
