@@ -220,8 +220,11 @@ async def cmd_erase(args: argparse.Namespace, settings: Settings) -> int:
                 now=now, pool=pool, drop_exclusion=args.drop_exclusion, hub=hub,
             )  # fmt: skip
             # Names no identifier: the erased person must not reappear through this entry.
+            # `sites` and `consoles_told` let an embedded server, whose in-process hub this
+            # process cannot reach, drop the sites' live history (dashboard/hub/http.py).
             await _audit(db, person, "privacy.erase", now, f"erasure:{report.erasure_id}",
-                         tables=report.tables, total=report.total)  # fmt: skip
+                         tables=report.tables, total=report.total,
+                         sites=sorted(report.site_ids), consoles_told=hub is not None)  # fmt: skip
         await tell_consoles(hub, report, now)
     finally:
         if client is not None:

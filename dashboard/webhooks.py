@@ -45,7 +45,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker import appkeys
-from tracker.audit import recent_audit_mark
+from tracker.audit import COMMIT_MARGIN, recent_audit_mark
 from tracker.clock import Clock
 from tracker.db import Database
 from tracker.errors import ApiError
@@ -603,7 +603,7 @@ async def _worker(
                 audit_mark = await recent_audit_mark(database)
             # Concurrent transactions may commit audit rows out of id order: rescan a margin.
             audit_mark, _ = await queue_closed_contacts(
-                database, max(audit_mark - 200, 0), clock.now()
+                database, max(audit_mark - COMMIT_MARGIN, 0), clock.now()
             )
             while await deliver_due(database, clock, http):
                 pass

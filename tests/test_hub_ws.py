@@ -535,3 +535,40 @@ async def test_events_lost_while_redis_is_away_make_the_consoles_resync(
         pass
     assert after["kind"] == "visitor.pageview" and after["data"]["page"]["title"] == "After"
     await ws.close()
+
+
+@pytest.mark.parametrize("options", [HubOptions(erasure_poll=0.05)])
+async def test_an_erasure_from_the_cli_reaches_the_in_process_hub(
+    shop: Shop, database_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`calltrack privacy erase` is another process: without Redis it cannot reach a running
+    embedded server's hub. The server finds the erasure in the audit log, drops the site's
+    kept events (they may name the person) and tells open consoles."""
+    from support.cli import run_cli
+
+    ws = await shop.connect()
+    await command(ws, 1, "subscribe", sites=None)
+    visit = await shop.collect(ti="Vélos de route")
+    seen = (await receive(ws))["event"]
+    assert seen["data"]["session"]["id"] == visit["s"]
+
+    monkeypatch.setenv("CALLTRACK_DATABASE_URL", database_url)
+    monkeypatch.setenv("CALLTRACK_SECRET_KEY", shop.app[appkeys.SETTINGS].secret_key)
+    monkeypatch.delenv("CALLTRACK_REDIS_URL", raising=False)
+    argv = ["privacy", "erase", "--session", visit["s"], "--site", shop.site.site_key]
+    assert run_cli([*argv, "--yes", "--json", "--export-dir", str(tmp_path)]) == 0
+
+    erased = (await receive(ws))["event"]
+    assert erased["kind"] == "visitor.erased" and erased["site"] == shop.site.site_key
+    await ws.close()
+    # A console resuming from before the erasure is not replayed the visit's page: the kept
+    # events are gone, so it is told of a gap and takes a snapshot without the person.
+    resumed = await shop.connect()
+    reply = await command(
+        resumed, 1, "subscribe", sites=None, last_event_ids={shop.site.site_key: seen["id"]}
+    )
+    assert reply["result"]["gap"] is True and reply["result"]["replayed"] == 1
+    assert (await receive(resumed))["event"]["kind"] == "visitor.erased"  # not the page
+    snapshot = await command(resumed, 2, "snapshot", site=None)
+    assert visit["s"] not in {v["id"] for v in snapshot["result"]["visitors"]}
+    await resumed.close()

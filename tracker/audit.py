@@ -13,6 +13,9 @@ from tracker.models import AuditEntry, User
 
 # How far back a background worker that follows the audit log starts reading.
 RESCAN_ON_START = 1000
+# Concurrent transactions may commit audit rows out of id order: a follower looks this many
+# ids back from the highest it has read.
+COMMIT_MARGIN = 200
 
 
 async def audit(

@@ -22,6 +22,7 @@ from dashboard.hub.const import (
     CLOSE_IDLE,
     CLOSE_SESSION_EXPIRED,
     CLOSE_SLOW_CONSUMER,
+    ERASURE_POLL,
     HEARTBEAT_INTERVAL,
     IDLE_TIMEOUT,
     LOGIN_RECHECK,
@@ -266,6 +267,7 @@ class HubOptions:
     idle_timeout: float = IDLE_TIMEOUT
     login_recheck: float = LOGIN_RECHECK
     resync_interval: float = RESYNC_INTERVAL
+    erasure_poll: float = ERASURE_POLL
 
 
 class Hub:

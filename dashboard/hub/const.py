@@ -38,6 +38,9 @@ LOGIN_RECHECK: Final = 15.0
 # While the backend (Redis) cannot store events, consoles miss them; this often, a worker that
 # lost some tries to tell those sites' consoles to resync from the database (`hub.resync`).
 RESYNC_INTERVAL: Final = 1.0
+# How often an in-process hub looks in the audit log for erasures made by the CLI, another
+# process that cannot reach it (with Redis the CLI tells the consoles itself).
+ERASURE_POLL: Final = 5.0
 # On shutdown, how long to wait for consoles to answer our close frame: they reconnect to
 # another worker anyway, and the process manager's stop timeout is not much longer.
 SHUTDOWN_GRACE: Final = 2.0

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from dashboard.auth import current_auth
 from dashboard.hub import publish_site_event
@@ -28,11 +28,20 @@ from dashboard.hub.events import (
 )
 from dashboard.hub.memory import MemoryHub
 from tracker import appkeys
+from tracker.audit import COMMIT_MARGIN
 from tracker.collect import CollectEvent, CollectResult
 from tracker.db import Database
 from tracker.errors import ApiError
 from tracker.geo import truncate_ip
-from tracker.models import Call, Cart, LoginSession, Pageview, Site, TrackedSession
+from tracker.models import (
+    AuditEntry,
+    Call,
+    Cart,
+    LoginSession,
+    Pageview,
+    Site,
+    TrackedSession,
+)
 from tracker.web import client_ip
 
 log = logging.getLogger("calltrack.hub")
@@ -182,10 +191,13 @@ async def _hub_ctx(app: web.Application) -> AsyncIterator[None]:
     else:
         backend = MemoryHub(clock)
     await hub.start(backend, clock)
-    recheck = asyncio.create_task(_recheck_logins(app), name="hub-login-recheck")
+    tasks = [asyncio.create_task(_recheck_logins(app), name="hub-login-recheck")]
+    if isinstance(backend, MemoryHub):
+        tasks.append(asyncio.create_task(_follow_cli_erasures(app, backend), name="hub-erasures"))
     yield
-    recheck.cancel()
-    await asyncio.gather(recheck, return_exceptions=True)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
     await hub.close_all()
     await hub.stop()
 
@@ -218,6 +230,54 @@ async def _recheck_logins(app: web.Application) -> None:
         gone = tokens - valid
         if gone:
             hub.close_logins(gone)
+
+
+async def _follow_cli_erasures(app: web.Application, backend: MemoryHub) -> None:
+    """Apply to this in-process hub the erasures that `calltrack privacy erase` made.
+
+    The CLI is another process: it cannot delete the person's events kept here for resuming
+    consoles, nor tell the open ones. Its audit entry names no identifier, only the sites, so
+    each site's kept events are all dropped (resuming consoles take a snapshot instead) and
+    open consoles get `visitor.erased`, within `erasure_poll` seconds of the erasure.
+    """
+    hub, database, clock = app[appkeys.HUB], app[appkeys.DATABASE], app[appkeys.CLOCK]
+    mark: int | None = None  # erasures before this server started left nothing here
+    done: set[int] = set()
+    while True:
+        await asyncio.sleep(hub.options.erasure_poll)
+        try:
+            async with database.sessions() as db:
+                if mark is None:
+                    mark = await db.scalar(select(func.max(AuditEntry.id))) or 0
+                    continue
+                # Transactions may commit audit rows out of id order: look a margin back.
+                entries = list(
+                    await db.scalars(
+                        select(AuditEntry)
+                        .where(
+                            AuditEntry.id > mark - COMMIT_MARGIN,
+                            AuditEntry.action == "privacy.erase",
+                        )
+                        .order_by(AuditEntry.id)
+                    )
+                )
+        except Exception:
+            log.exception("could not read erasures from the audit log; trying again later")
+            continue
+        for entry in entries:
+            mark = max(mark, entry.id)
+            detail = entry.detail or {}
+            if entry.id in done or detail.get("consoles_told", True):
+                continue
+            done.add(entry.id)
+            sites = [int(site) for site in detail.get("sites") or ()]
+            dropped = backend.drop_history(sites)
+            for site_id in sites:
+                await backend.publish(site_id, "visitor.erased", clock.now().isoformat(), "{}")
+            log.info(
+                "CLI erasure %s: %d live events dropped on sites %s", entry.target, dropped, sites
+            )
+        done = {entry_id for entry_id in done if entry_id > mark - COMMIT_MARGIN}
 
 
 async def _close_consoles(app: web.Application) -> None:

@@ -110,6 +110,19 @@ class MemoryHub(HubBackend):
             stream.events = kept
         return removed
 
+    def drop_history(self, site_ids: Iterable[int]) -> int:
+        """Drop every kept event of these sites (an erasure whose identifiers are unknown here).
+
+        A console that resumes from a dropped event is told of a gap and takes a snapshot.
+        """
+        dropped = 0
+        for site_id in set(site_ids):
+            stream = self._streams.get(site_id)
+            if stream is not None:
+                dropped += len(stream.events)
+                stream.events = deque()
+        return dropped
+
     def may_be_wanted(self, site_id: int) -> bool:
         """Only this process has consoles: a site nobody followed within the retention window
         has nobody to send its visitor events to, now or on a resume (a console that comes

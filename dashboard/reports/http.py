@@ -38,7 +38,7 @@ from dashboard.reports.roles import (
     sees_caller_numbers,
 )
 from tracker import appkeys
-from tracker.audit import audit, recent_audit_mark
+from tracker.audit import COMMIT_MARGIN, audit, recent_audit_mark
 from tracker.errors import ApiError
 from tracker.geo import truncate_ip
 from tracker.models import AdCost, Site, WebhookDelivery, WebhookEndpoint
@@ -1254,7 +1254,7 @@ async def _refresher(app: web.Application) -> None:
             if audit_mark is None:
                 audit_mark = await recent_audit_mark(database)
             audit_mark = await rollup.mark_tagged_calls(
-                database, max(audit_mark - 200, 0), clock.now()
+                database, max(audit_mark - COMMIT_MARGIN, 0), clock.now()
             )
             await rollup.refresh(database, clock)
         except asyncio.CancelledError:

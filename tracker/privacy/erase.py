@@ -181,11 +181,12 @@ async def erase_person(
     substrings, exact = person.text_tokens(secret_key)
     session_ids = set(person.session_ids)
     report.redis_released = await _release_numbers(db, person, pool, now)
+    # The sites whose live events may name the person (the hub's, or a running embedded
+    # server's that this process cannot reach: it reads them from the audit entry).
+    report.site_ids = {s.site_id for s in person.sessions} | {c.site_id for c in person.calls}
+    report.site_ids |= {r.site_id for r in person.contact_requests}
     if hub is not None and substrings:
-        sites = {s.site_id for s in person.sessions} | {c.site_id for c in person.calls}
-        sites |= {r.site_id for r in person.contact_requests}
-        report.live_events_deleted = await hub.forget(sites, substrings)
-        report.site_ids = sites
+        report.live_events_deleted = await hub.forget(report.site_ids, substrings)
 
     for record in person.exports:
         if delete_export_file(export_dir, record):
