@@ -51,6 +51,7 @@ from tracker.db import Database
 from tracker.errors import ApiError
 from tracker.models import AuditEntry, Call, ContactRequest, Site, WebhookDelivery, WebhookEndpoint
 from tracker.privacy.restrict import call_visible
+from tracker.web import log_background_failure
 
 log = logging.getLogger("calltrack.webhooks")
 
@@ -609,8 +610,8 @@ async def _worker(
                 pass
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("webhook delivery round failed")
+        except Exception as exc:
+            log_background_failure(log, "webhook delivery round failed", exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake_up.wait(), POLL_SECONDS)
         wake_up.clear()

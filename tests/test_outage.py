@@ -46,12 +46,13 @@ async def test_an_unreachable_database_is_a_503_that_says_when_to_retry(
     app[appkeys.EXTRAS]["workers_disabled"] = {"webhooks", "reports"}
     client = await aiohttp_client(app)
     collect = await client.post("/collect", json=EVENT, headers={"User-Agent": BROWSER})
+    assert collect.status == 503
+    assert collect.headers["Retry-After"] == "5"
+    error = (await collect.json())["error"]
+    assert error["code"] == "service_unavailable" and "database" in error["message"]
+    # The snippet itself is still served (see the test below), so pages keep working.
     snippet = await client.get("/ct.js?k=ctdeadbeef")
-    for response in (collect, snippet):
-        assert response.status == 503
-        assert response.headers["Retry-After"] == "5"
-        error = (await response.json())["error"]
-        assert error["code"] == "service_unavailable" and "database" in error["message"]
+    assert snippet.status == 200 and snippet.headers["Cache-Control"] == "public, max-age=30"
     # The snippet must be able to read the answer across origins.
     assert collect.headers["Access-Control-Allow-Origin"] == "*"
     health = await client.get("/healthz")
@@ -269,4 +270,63 @@ async def test_tracking_and_callback_requests_carry_on_while_redis_is_down(
             kept = await db.get(ContactRequest, (await response.json())["id"])
         assert kept is not None and kept.phone_e164 == "+33612345678"
     finally:
+        await database.close()
+
+
+async def test_the_snippet_is_served_while_the_database_is_away(
+    aiohttp_client: ClientFactory, postgresql_url: str
+) -> None:
+    """ct.js is on every page of the merchant's site: a database failover must not turn it
+    into an error. A site this worker knows keeps its last configuration past the cache's
+    30 s; one it never saw gets the tracker with safe defaults, cached briefly."""
+    import json
+    import re
+    from urllib.parse import urlsplit
+
+    from support.proxy import CuttableProxy
+    from test_collect import new_site
+
+    from tracker.sitecache import TTL
+
+    parts = urlsplit(postgresql_url)
+    proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.restore()
+    proxied = postgresql_url.replace(parts.netloc, f"{parts.username}@127.0.0.1:{proxy.port}")
+    clock = FrozenClock(T0)
+    app = create_app(make_settings(proxied), clock=clock)
+    app[appkeys.EXTRAS]["workers_disabled"] = {"webhooks", "reports", "spool"}
+    client = await aiohttp_client(app)
+    database = Database(postgresql_url, pool_size=2)
+
+    def config(body: str) -> dict[str, Any]:
+        found = re.match(r"window\.__calltrack_cfg=(\{.*?\});", body)
+        assert found is not None, body[:200]
+        return dict(json.loads(found.group(1)))
+
+    try:
+        known, unseen = await new_site(database), await new_site(database)
+        before = await client.get(f"/ct.js?k={known.site_key}")
+        assert before.status == 200
+        known_config = config(await before.text())
+        await proxy.cut()
+        clock.advance(seconds=TTL.total_seconds() + 1)  # past the cache's freshness
+
+        stale = await client.get(f"/ct.js?k={known.site_key}")
+        assert stale.status == 200 and stale.headers["Cache-Control"] == "public, max-age=300"
+        assert config(await stale.text()) == known_config  # business numbers included
+
+        degraded = await client.get(f"/ct.js?k={unseen.site_key}")
+        assert degraded.status == 200
+        assert degraded.headers["Cache-Control"] == "public, max-age=30"
+        body = await degraded.text()
+        assert config(body)["k"] == unseen.site_key and "calltrack" in body
+        # Collect still says 503 (nothing can be stored): the snippet sends the event again.
+        refused = await client.post(
+            "/collect",
+            json={**EVENT, "k": known.site_key},
+            headers={"User-Agent": BROWSER, "X-Forwarded-For": "198.51.100.7"},
+        )
+        assert refused.status == 503
+    finally:
+        await proxy.cut()
         await database.close()

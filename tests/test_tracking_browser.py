@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from aiohttp import web
+from playwright.sync_api import expect
 from sqlalchemy import select
 from support.app import BACKENDS, LiveServer, free_port, make_settings
 
 from dashboard.app import create_app
 from tracker.clock import SystemClock
 from tracker.db import Database
-from tracker.models import Cart, Pageview, TrackedSession
+from tracker.models import Cart, Pageview, Site, TrackedSession
 from tracker.sites import SiteSpec, create_site, get_or_create_account, snippet_for
 
 MERCHANT_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Accueil — Vélos Martin</title>
@@ -197,3 +199,50 @@ def test_a_cart_is_recorded_on_a_page_running_prototype_js(stack: Stack, browser
     assert stored is not None, "the cart sent with Prototype.js's toJSON was not recorded"
     assert stored.items[0]["sku"] == "VM-GRAV-02" and str(stored.total) == "2580.00"
     context.close()
+
+
+def test_a_landing_pageview_refused_during_a_database_outage_is_sent_again(
+    postgresql_url: str, browser: Any
+) -> None:
+    """PostgreSQL is away (a failover) when an ad click lands: collect answers 503, and the
+    snippet sends the landing pageview again a few seconds later, so the visit keeps its click
+    and channel instead of losing them (the next pages carry no UTM)."""
+    from urllib.parse import urlsplit
+
+    from support.proxy import CuttableProxy
+
+    loop_host = LiveServer(web.Application()).start()  # a loop for the forwarder
+    parts = urlsplit(postgresql_url)
+    proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    loop_host.call(proxy.restore())
+    proxied = postgresql_url.replace(parts.netloc, f"{parts.username}@127.0.0.1:{proxy.port}")
+    stack = Stack(proxied)
+    try:
+        loop_host.call(proxy.cut())
+        context = browser.new_context(locale="fr-FR")
+        page = context.new_page()
+        with page.expect_response(lambda r: r.url.endswith("/collect")) as first:
+            page.goto(f"{stack.merchant.url}/?utm_source=google&utm_medium=cpc&gclid=Cj0KCQ-x")
+        assert first.value.status == 503
+        expect(page.locator("a[href^='tel:']")).to_have_text("01 23 45 67 89")  # shown anyway
+        loop_host.call(proxy.restore())
+
+        direct = Database(postgresql_url)  # the test's own reads bypass the forwarder
+
+        async def landing() -> Any:
+            site = select(Site.id).where(Site.site_key == stack.site_key).scalar_subquery()
+            async with direct.sessions() as db:
+                return await db.scalar(select(TrackedSession).where(TrackedSession.site_id == site))
+
+        deadline = time.monotonic() + 15
+        while (session := loop_host.call(landing())) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        loop_host.call(direct.close())
+        assert session is not None, "the landing pageview was not sent again"
+        assert session.channel == "Paid Search" and session.gclid == "Cj0KCQ-x"
+        assert "gclid=Cj0KCQ-x" in session.landing_url
+        context.close()
+    finally:
+        stack.close()
+        loop_host.call(proxy.cut())
+        loop_host.stop()

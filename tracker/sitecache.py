@@ -11,6 +11,7 @@ from tracker.clock import Clock
 from tracker.errors import NotFound
 from tracker.models import Site
 from tracker.sites import business_numbers, site_by_key
+from tracker.web import unreachable
 
 # Settings changed in the dashboard reach every worker within this many seconds.
 TTL = dt.timedelta(seconds=30)
@@ -50,12 +51,19 @@ class SiteCache:
             self._expiry.clear()
         try:
             site = await site_by_key(db, site_key)
+            numbers = await business_numbers(db, site.id)
         except NotFound:
             # Negative entries stop a flood of unknown keys from reaching the database.
             self._entries[site_key] = None
             self._expiry[site_key] = now + TTL
             raise
-        numbers = await business_numbers(db, site.id)
+        except Exception as exc:
+            # The database is away (a failover): what this worker last knew of the site beats
+            # an error page for the snippet and a refused visit (stale-if-error).
+            stale = self._entries.get(site_key)
+            if stale is None or not unreachable(exc):
+                raise
+            return stale
         db.expunge(site)
         cached = CachedSite(site, tuple(n.e164 for n in numbers), now + TTL)
         self._entries[site_key] = cached

@@ -129,6 +129,18 @@ def unreachable(exc: BaseException | None) -> bool:
     return False
 
 
+def log_background_failure(logger: logging.Logger, message: str, exc: BaseException) -> None:
+    """Log a background worker's failed round: one line during an outage, else a traceback.
+
+    The worker tries again on its next round either way; an outage (the database or Redis
+    away) must not fill the log with one traceback per round and per worker.
+    """
+    if unreachable(exc):
+        logger.warning("%s (a backing service is unreachable: %r)", message, exc)
+    else:
+        logger.exception(message)
+
+
 async def read_form(
     request: web.Request,
 ) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:

@@ -6,6 +6,7 @@ import functools
 import gzip
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,16 @@ from aiohttp import web
 from tracker import appkeys
 from tracker.errors import NotFound
 from tracker.phones import phone_forms
+from tracker.web import unreachable
 
 STATIC = Path(__file__).with_name("static")
 # Five minutes: a settings change (new business number, consent mode) reaches pages quickly
 # while a visitor browsing a site fetches the script once.
 MAX_AGE = 300
+# Served without its configuration while the database is away: asked for again this soon.
+DEGRADED_MAX_AGE = 30
+
+log = logging.getLogger("calltrack.snippet")
 
 
 @functools.cache
@@ -81,6 +87,7 @@ async def snippet(request: web.Request) -> web.Response:
     consent_mode: str | None = None
     business: tuple[str, ...] = ()
     contact_widget = False
+    max_age = MAX_AGE
     if site_key:
         try:
             async with app[appkeys.DATABASE].sessions() as db:
@@ -90,13 +97,21 @@ async def snippet(request: web.Request) -> web.Response:
             contact_widget = (cached.site.settings or {}).get("contact_widget") is True
         except NotFound:
             pass
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            # The database is away and this worker never saw the site: the tracker still runs,
+            # with the safe defaults (consent required, no number to swap), and the browser
+            # asks again soon for the real configuration.
+            log.warning("snippet of %s served without its configuration: %r", site_key, exc)
+            max_age = DEGRADED_MAX_AGE
     config = snippet_config(site_key, settings.public_url, consent_mode, business, contact_widget)
     body = render_snippet(config).encode("utf-8")
     compress = _accepts_gzip(request)
     # One ETag per representation (RFC 9110 8.8.3): the gzipped body is another byte string.
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + ('-gz"' if compress else '"')
     headers = {
-        "Cache-Control": f"public, max-age={MAX_AGE}",
+        "Cache-Control": f"public, max-age={max_age}",
         "ETag": etag,
         "Access-Control-Allow-Origin": "*",
         "Cross-Origin-Resource-Policy": "cross-origin",

@@ -42,7 +42,7 @@ from tracker.models import (
     Site,
     TrackedSession,
 )
-from tracker.web import client_ip
+from tracker.web import client_ip, log_background_failure
 
 log = logging.getLogger("calltrack.hub")
 
@@ -224,8 +224,10 @@ async def _recheck_logins(app: web.Application) -> None:
                         )
                     )
                 )
-        except Exception:
-            log.exception("could not recheck console sign-ins; trying again later")
+        except Exception as exc:
+            log_background_failure(
+                log, "could not recheck console sign-ins; trying again later", exc
+            )
             continue
         gone = tokens - valid
         if gone:
@@ -261,8 +263,10 @@ async def _follow_cli_erasures(app: web.Application, backend: MemoryHub) -> None
                         .order_by(AuditEntry.id)
                     )
                 )
-        except Exception:
-            log.exception("could not read erasures from the audit log; trying again later")
+        except Exception as exc:
+            log_background_failure(
+                log, "could not read erasures from the audit log; trying again later", exc
+            )
             continue
         for entry in entries:
             mark = max(mark, entry.id)

@@ -42,7 +42,7 @@ from tracker.audit import COMMIT_MARGIN, audit, recent_audit_mark
 from tracker.errors import ApiError
 from tracker.geo import truncate_ip
 from tracker.models import AdCost, Site, WebhookDelivery, WebhookEndpoint
-from tracker.web import client_ip, parse_id, read_form
+from tracker.web import client_ip, log_background_failure, parse_id, read_form
 
 log = logging.getLogger("calltrack.reports")
 
@@ -1259,8 +1259,8 @@ async def _refresher(app: web.Application) -> None:
             await rollup.refresh(database, clock)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("report refresh failed")
+        except Exception as exc:
+            log_background_failure(log, "report refresh failed", exc)
         await asyncio.sleep(rollup.REFRESH_SECONDS)
 
 
