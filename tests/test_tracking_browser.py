@@ -201,48 +201,117 @@ def test_a_cart_is_recorded_on_a_page_running_prototype_js(stack: Stack, browser
     context.close()
 
 
+class Outage:
+    """Calltrack on a PostgreSQL reached through a forwarder the test cuts (a failover)."""
+
+    def __init__(self, postgresql_url: str) -> None:
+        from urllib.parse import urlsplit
+
+        from support.proxy import CuttableProxy
+
+        self.loop = LiveServer(web.Application()).start()  # a loop for the forwarder
+        parts = urlsplit(postgresql_url)
+        self.proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+        self.loop.call(self.proxy.restore())
+        self.stack = Stack(
+            postgresql_url.replace(parts.netloc, f"{parts.username}@127.0.0.1:{self.proxy.port}")
+        )
+        self.direct = Database(postgresql_url)  # the test's own reads bypass the forwarder
+
+    def cut(self) -> None:
+        self.loop.call(self.proxy.cut())
+
+    def restore(self) -> None:
+        self.loop.call(self.proxy.restore())
+
+    def poll(self, probe: Any, timeout: float = 15) -> Any:
+        """Read the database directly until `probe(db)` returns something."""
+
+        async def once() -> Any:
+            async with self.direct.sessions() as db:
+                return await probe(db)
+
+        deadline = time.monotonic() + timeout
+        while (value := self.loop.call(once())) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return value
+
+    def close(self) -> None:
+        self.stack.close()
+        self.loop.call(self.direct.close())
+        self.cut()
+        self.loop.stop()
+
+
+@pytest.fixture
+def outage(postgresql_url: str) -> Iterator[Outage]:
+    instance = Outage(postgresql_url)
+    yield instance
+    instance.close()
+
+
 def test_a_landing_pageview_refused_during_a_database_outage_is_sent_again(
-    postgresql_url: str, browser: Any
+    outage: Outage, browser: Any
 ) -> None:
     """PostgreSQL is away (a failover) when an ad click lands: collect answers 503, and the
     snippet sends the landing pageview again a few seconds later, so the visit keeps its click
     and channel instead of losing them (the next pages carry no UTM)."""
-    from urllib.parse import urlsplit
+    stack = outage.stack
+    outage.cut()
+    context = browser.new_context(locale="fr-FR")
+    page = context.new_page()
+    with page.expect_response(lambda r: r.url.endswith("/collect")) as first:
+        page.goto(f"{stack.merchant.url}/?utm_source=google&utm_medium=cpc&gclid=Cj0KCQ-x")
+    assert first.value.status == 503
+    expect(page.locator("a[href^='tel:']")).to_have_text("01 23 45 67 89")  # shown anyway
+    outage.restore()
 
-    from support.proxy import CuttableProxy
+    async def landing(db: Any) -> Any:
+        site = select(Site.id).where(Site.site_key == stack.site_key).scalar_subquery()
+        return await db.scalar(select(TrackedSession).where(TrackedSession.site_id == site))
 
-    loop_host = LiveServer(web.Application()).start()  # a loop for the forwarder
-    parts = urlsplit(postgresql_url)
-    proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    loop_host.call(proxy.restore())
-    proxied = postgresql_url.replace(parts.netloc, f"{parts.username}@127.0.0.1:{proxy.port}")
-    stack = Stack(proxied)
-    try:
-        loop_host.call(proxy.cut())
-        context = browser.new_context(locale="fr-FR")
-        page = context.new_page()
-        with page.expect_response(lambda r: r.url.endswith("/collect")) as first:
-            page.goto(f"{stack.merchant.url}/?utm_source=google&utm_medium=cpc&gclid=Cj0KCQ-x")
-        assert first.value.status == 503
-        expect(page.locator("a[href^='tel:']")).to_have_text("01 23 45 67 89")  # shown anyway
-        loop_host.call(proxy.restore())
+    session = outage.poll(landing)
+    assert session is not None, "the landing pageview was not sent again"
+    assert session.channel == "Paid Search" and session.gclid == "Cj0KCQ-x"
+    assert "gclid=Cj0KCQ-x" in session.landing_url
+    context.close()
 
-        direct = Database(postgresql_url)  # the test's own reads bypass the forwarder
 
-        async def landing() -> Any:
-            site = select(Site.id).where(Site.site_key == stack.site_key).scalar_subquery()
-            async with direct.sessions() as db:
-                return await db.scalar(select(TrackedSession).where(TrackedSession.site_id == site))
+def test_a_callback_request_refused_during_a_database_outage_is_sent_again(
+    outage: Outage, browser: Any
+) -> None:
+    """The visitor asks to be called back while PostgreSQL is away: the widget keeps saying
+    "sending", sends the request again once it answers, and confirms; it is stored once."""
+    from tracker.models import ContactRequest
 
-        deadline = time.monotonic() + 15
-        while (session := loop_host.call(landing())) is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        loop_host.call(direct.close())
-        assert session is not None, "the landing pageview was not sent again"
-        assert session.channel == "Paid Search" and session.gclid == "Cj0KCQ-x"
-        assert "gclid=Cj0KCQ-x" in session.landing_url
-        context.close()
-    finally:
-        stack.close()
-        loop_host.call(proxy.cut())
-        loop_host.stop()
+    stack = outage.stack
+
+    async def widget_on() -> None:
+        async with outage.direct.begin() as db:
+            site = await db.scalar(select(Site).where(Site.site_key == stack.site_key))
+            assert site is not None
+            site.settings = {**(site.settings or {}), "contact_widget": True}
+
+    outage.loop.call(widget_on())
+    context = browser.new_context(locale="fr-FR")
+    page = context.new_page()
+    page.goto(f"{stack.merchant.url}/velos")
+    page.get_by_role("button", name="Être rappelé").click()
+    dialog = page.get_by_role("dialog", name="Être rappelé")
+    page.keyboard.type("06 12 34 56 78")  # the phone field has the focus
+    outage.cut()
+    with page.expect_response(lambda r: r.url.endswith("/contact")) as first:
+        dialog.get_by_role("button", name="Être rappelé").click()
+    assert first.value.status == 503
+    expect(dialog.get_by_role("button", name="Envoi…")).to_be_disabled()  # still sending
+    outage.restore()
+    expect(dialog.get_by_role("status")).to_contain_text("rappel", timeout=15_000)
+
+    async def requests(db: Any) -> Any:
+        site = select(Site.id).where(Site.site_key == stack.site_key).scalar_subquery()
+        found = list(await db.scalars(select(ContactRequest).where(ContactRequest.site_id == site)))
+        return found or None
+
+    stored = outage.poll(requests)
+    assert [r.phone_e164 for r in stored] == ["+33612345678"]
+    context.close()
