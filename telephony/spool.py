@@ -168,20 +168,27 @@ def _lock(path: Path) -> tuple[int, list[bytes]] | None:
     return None
 
 
+def _rewrite(path: Path, lines: list[bytes]) -> None:
+    """Make `path` hold exactly these lines (none: remove it), atomically and durably."""
+    if lines:
+        fresh = path.with_suffix(".new")
+        out = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(out, b"".join(line + b"\n" for line in lines))
+            os.fsync(out)
+        finally:
+            os.close(out)
+        os.replace(fresh, path)
+    else:
+        path.unlink()
+    _sync_directory(path.parent)
+
+
 def _unlock(path: Path, fd: int, rest: list[bytes], done: int) -> None:
     """Remove a replayed file, or keep what is left of it; then let go of it."""
     try:
-        if not rest:
-            path.unlink()
-        elif done:
-            kept = path.with_suffix(".rest")
-            out = os.open(kept, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(out, b"".join(line + b"\n" for line in rest))
-                os.fsync(out)
-            finally:
-                os.close(out)
-            os.replace(kept, path)
+        if done or not rest:
+            _rewrite(path, rest)
     finally:
         os.close(fd)
 
@@ -278,18 +285,7 @@ def prune_set_aside(
         kept = [line for line in lines if (at := _set_aside_at(line)) is None or at >= cutoff]
         if len(kept) == len(lines):
             return 0
-        if kept:
-            fresh = path.with_suffix(".pruned")
-            out = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                os.write(out, b"".join(line + b"\n" for line in kept))
-                os.fsync(out)
-            finally:
-                os.close(out)
-            os.replace(fresh, path)
-        else:
-            path.unlink()
-        _sync_directory(path.parent)
+        _rewrite(path, kept)
         return len(lines) - len(kept)
     except FileNotFoundError:
         return 0

@@ -213,6 +213,20 @@ def console_for(stack: Stack, browser: Browser, email: str) -> tuple[BrowserCont
     return context, page
 
 
+def count_notifications(context: BrowserContext) -> None:
+    """Count desktop notifications per tab (`window.__notes`: [title, tag]) with a stand-in for
+    the browser's Notification, granted; it applies to the pages the context loads next."""
+    context.add_init_script(
+        """window.Notification = class {
+             static permission = 'granted';
+             static requestPermission() { return Promise.resolve('granted'); }
+             constructor(title, options) {
+               (window.__notes = window.__notes || []).push([title, options && options.tag]);
+             }
+           };"""
+    )
+
+
 def visit(
     stack: Stack, browser: Browser, path: str = "/velos/gravel"
 ) -> tuple[BrowserContext, Page]:
@@ -428,16 +442,7 @@ def test_alerts_once_per_advisor_and_other_accounts_see_nothing(
     stack: Stack, browser: Browser
 ) -> None:
     advisor, tab_one = console_for(stack, browser, stack.ben)
-    # Desktop notifications are counted per tab with a stand-in for the browser's Notification.
-    advisor.add_init_script(
-        """window.Notification = class {
-             static permission = 'granted';
-             static requestPermission() { return Promise.resolve('granted'); }
-             constructor(title, options) {
-               (window.__notes = window.__notes || []).push([title, options && options.tag]);
-             }
-           };"""
-    )
+    count_notifications(advisor)
     tab_one.reload()
     tab_two = advisor.new_page()
     tab_two.goto(f"{stack.public_url}/console")
@@ -637,15 +642,7 @@ def test_a_request_whose_event_was_lost_still_reaches_the_console_with_an_alert(
     kept, its event is lost, and once the store answers again the console is told to resync;
     it shows the request from the database and alerts the advisor as for a live one."""
     advisor, console = console_for(stack, browser, stack.ben)
-    advisor.add_init_script(
-        """window.Notification = class {
-             static permission = 'granted';
-             static requestPermission() { return Promise.resolve('granted'); }
-             constructor(title, options) {
-               (window.__notes = window.__notes || []).push([title, options && options.tag]);
-             }
-           };"""
-    )
+    count_notifications(advisor)
     console.reload()
     expect(console.locator("#conn")).to_have_attribute("data-state", "live")
     console_errors = watch(console)
