@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from dashboard import auth, console, demo, privacy_http, site_settings, webhooks
 from dashboard.api import http as api_http
+from dashboard.errors import html_error_middleware
 from dashboard.hub import http as hub_http
 from dashboard.reports import http as reports_http
 from telephony import http as telephony_http
@@ -99,7 +100,7 @@ async def metrics(request: web.Request) -> web.Response:
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
     """Build the application for these settings; resources open in cleanup contexts."""
     app = web.Application(
-        middlewares=[error_middleware, timing_middleware],
+        middlewares=[html_error_middleware, error_middleware, timing_middleware],
         client_max_size=max(settings.max_body_bytes, 1024 * 1024),
     )
     app[appkeys.SETTINGS] = settings

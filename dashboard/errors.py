@@ -1,0 +1,94 @@
+"""Error pages for people: the JSON error envelope rendered as HTML for browser navigations.
+
+`tracker.web.error_middleware` turns every error into `{"error": {"code", "message"}}`, which
+scripts, the snippet, carriers and the REST API read. A person who follows a stale link or
+submits a form in the dashboard navigates with `Accept: text/html`; they get the same status,
+code and sentence on a page with the product's layout and a way back, instead of raw JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from dashboard.i18n import pick_language
+from dashboard.pages import escape, render_page
+from tracker.web import Handler
+
+# Machine endpoints keep their JSON whatever the client accepts.
+MACHINE_PREFIXES = ("/collect", "/contact", "/ct.js", "/api/", "/telephony/", "/healthz",
+                    "/metrics", "/console/ws", "/static/")  # fmt: skip
+
+TITLES = {
+    400: ("This request could not be handled", "Cette demande n’a pas pu être traitée"),
+    401: ("Please sign in", "Veuillez vous connecter"),
+    403: ("Access denied", "Accès refusé"),
+    404: ("Page not found", "Page introuvable"),
+    405: ("This request could not be handled", "Cette demande n’a pas pu être traitée"),
+    409: ("This request could not be handled", "Cette demande n’a pas pu être traitée"),
+    413: ("This request is too large", "Cette demande est trop volumineuse"),
+    429: ("Too many requests", "Trop de demandes"),
+    503: ("Calltrack is briefly unavailable", "Calltrack est momentanément indisponible"),
+}
+OTHER = ("Something went wrong", "Une erreur est survenue")
+TEXTS = {
+    "back": ("Back to Calltrack", "Retour à Calltrack"),
+    "code": ("Error code", "Code d’erreur"),
+    "retry": (
+        "This page tries again by itself in a few seconds.",
+        "Cette page réessaie d’elle-même dans quelques secondes.",
+    ),
+}
+
+
+def wants_page(request: web.Request) -> bool:
+    """A person's browser navigating (not a script, a carrier or an API client)."""
+    return "text/html" in request.headers.get("Accept", "") and not request.path.startswith(
+        MACHINE_PREFIXES
+    )
+
+
+def error_page(
+    request: web.Request, status: int, code: str, message: str, headers: Mapping[str, str]
+) -> web.Response:
+    """The error as a page; `headers` of the JSON answer that still apply are kept."""
+    lang = pick_language(request)
+    index = 1 if lang == "fr" else 0
+    title = TITLES.get(status, OTHER)[index]
+    message = message[:1].upper() + message[1:]
+    retry = status == 503 and request.method in ("GET", "HEAD")
+    body = (
+        '<main class="login error-page">'
+        f"<h1>{escape(title)}</h1><p>{escape(message)}</p>"
+        + (f'<p class="muted">{escape(TEXTS["retry"][index])}</p>' if retry else "")
+        + f'<p class="muted">{escape(TEXTS["code"][index])}: <code>{escape(code)}</code>'
+        f" ({status})</p>"
+        f'<p><a href="/">{escape(TEXTS["back"][index])}</a></p></main>'
+    )
+    head = '<meta http-equiv="refresh" content="5">' if retry else ""
+    response = render_page(title, body, lang=lang, head=head, status=status)
+    for name in ("Retry-After", "Allow"):
+        if name in headers:
+            response.headers[name] = headers[name]
+    return response
+
+
+@web.middleware
+async def html_error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outside `error_middleware`: re-render its JSON errors for browser navigations."""
+    response = await handler(request)
+    if (
+        response.status < 400
+        or not isinstance(response, web.Response)
+        or response.content_type != "application/json"
+        or not wants_page(request)
+    ):
+        return response
+    try:
+        error = json.loads(response.body)["error"]  # type: ignore[arg-type]
+        code, message = str(error["code"]), str(error["message"])
+    except (TypeError, ValueError, KeyError):
+        return response
+    return error_page(request, response.status, code, message, response.headers)

@@ -1,0 +1,55 @@
+"""Errors are JSON for scripts, carriers and the API, and a page for a person's browser."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from support.app import free_port, make_settings
+
+from dashboard.app import create_app
+from tracker import appkeys
+
+ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
+NAVIGATION = {
+    "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    "Accept-Language": "fr-FR,fr;q=0.9,en;q=0.8",
+}
+
+
+async def test_a_browser_gets_a_page_with_the_same_status_and_code(
+    aiohttp_client: ClientFactory, sqlite_url: str
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(sqlite_url)))
+    page = await client.get("/dashboard/nope", headers=NAVIGATION)
+    assert page.status == 404 and page.content_type == "text/html"
+    text = await page.text()
+    assert '<html lang="fr">' in text and "Page introuvable" in text
+    assert "<code>not_found</code>" in text and 'href="/"' in text
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'self'")
+
+    # Scripts (fetch sends */*), the API, the snippet's endpoints and carriers keep the JSON.
+    for path, headers in (
+        ("/dashboard/nope", {"Accept": "*/*"}),
+        ("/api/v1/calls/1", NAVIGATION),
+        ("/telephony/twilio/nope", NAVIGATION),
+    ):
+        response = await client.get(path, headers=headers)
+        assert response.status in (401, 404) and response.content_type == "application/json"
+        assert "code" in (await response.json())["error"]
+
+
+async def test_an_outage_page_says_so_and_tries_again(aiohttp_client: ClientFactory) -> None:
+    # Nothing listens on a free port: connections are refused, as when PostgreSQL restarts.
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/calltrack"
+    app = create_app(make_settings(url))
+    app[appkeys.EXTRAS]["workers_disabled"] = {"webhooks", "reports", "spool"}
+    client = await aiohttp_client(app)
+    client.session.cookie_jar.update_cookies({"ct_session": "a-sign-in-token"})
+    page = await client.get("/dashboard", headers={**NAVIGATION, "Accept-Language": "en"})
+    assert page.status == 503 and page.content_type == "text/html"
+    assert page.headers["Retry-After"] == "5"
+    text = await page.text()
+    assert "Calltrack is briefly unavailable" in text and "service_unavailable" in text
+    assert '<meta http-equiv="refresh" content="5">' in text
