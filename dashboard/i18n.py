@@ -151,6 +151,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "Not connected: try again in a moment.",
         "fr": "Pas de connexion : réessayez dans un instant.",
     },
+    "console.err_service_unavailable": {
+        "en": "Calltrack cannot reach its database right now: try again in a moment.",
+        "fr": "Calltrack ne joint pas sa base de données pour l'instant : réessayez dans un instant.",
+    },
     "console.err_generic": {"en": "That did not work: {msg}", "fr": "L'action a échoué : {msg}"},
     # Site settings page (dashboard/site_settings.py).
     "settings.title": {"en": "Site settings", "fr": "Réglages du site"},

@@ -572,3 +572,44 @@ async def test_an_erasure_from_the_cli_reaches_the_in_process_hub(
     snapshot = await command(resumed, 2, "snapshot", site=None)
     assert visit["s"] not in {v["id"] for v in snapshot["result"]["visitors"]}
     await resumed.close()
+
+
+async def test_a_command_while_the_database_is_away_says_so(
+    aiohttp_client: ClientFactory, postgresql_url: str
+) -> None:
+    """A console command that needs PostgreSQL during a failover gets `service_unavailable`
+    (the console tells the advisor to try again), not `internal_error`; once it is back, the
+    same command works on the same socket."""
+    database = Database(postgresql_url, pool_size=2)
+    parts = urlsplit(postgresql_url)
+    proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    await proxy.restore()
+    proxied = postgresql_url.replace(parts.netloc, f"{parts.username}@127.0.0.1:{proxy.port}")
+    app = create_app(make_settings(proxied))
+    app[appkeys.EXTRAS]["workers_disabled"] = {"webhooks", "reports", "spool"}
+    client = await aiohttp_client(app)
+    account = f"acct-{secrets.token_hex(4)}"
+    await new_site(database, account)
+    email = await new_user(database, account)
+    try:
+        signed = await client.post(
+            "/login", data={"email": email, "password": PASSWORD}, allow_redirects=False
+        )
+        assert signed.status == 302
+        ws: aiohttp.ClientWebSocketResponse = await client.ws_connect("/console/ws")
+        await command(ws, 1, "subscribe", sites=None)
+        await proxy.cut()
+        refused = await command(ws, 2, "snapshot", site=None)
+        assert refused["success"] is False
+        assert refused["error"]["code"] == "service_unavailable"
+        await proxy.restore()
+        for message_id in range(3, 20):  # the pool replaces its dead connections
+            again = await command(ws, message_id, "snapshot", site=None)
+            if again["success"]:
+                break
+            await asyncio.sleep(0.2)
+        assert again["success"] is True and again["result"]["visitors"] == []
+        await ws.close()
+    finally:
+        await proxy.cut()
+        await database.close()

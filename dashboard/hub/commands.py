@@ -26,6 +26,7 @@ from dashboard.hub.const import (
     ERR_INTERNAL,
     ERR_INVALID_MESSAGE,
     ERR_INVALID_PAYLOAD,
+    ERR_UNAVAILABLE,
     ERR_UNKNOWN_COMMAND,
     ERR_UNKNOWN_SITE,
     LIVE_WINDOW,
@@ -40,7 +41,7 @@ from tracker.audit import audit
 from tracker.errors import ApiError
 from tracker.models import Call, Cart, Pageview, Site, TrackedSession, User
 from tracker.privacy.restrict import call_visible, session_visible
-from tracker.web import loads_strict
+from tracker.web import loads_strict, unreachable
 
 log = logging.getLogger("calltrack.hub")
 
@@ -105,7 +106,16 @@ async def handle_message(app: web.Application, hub: Hub, connection: Connection,
     except ApiError as exc:
         connection.send_error(message_id, exc.code, exc.message)
         return
-    except Exception:
+    except Exception as exc:
+        if unreachable(exc):
+            log.warning("console command %s: a backing service is unreachable: %r", command, exc)
+            connection.send_error(
+                message_id,
+                ERR_UNAVAILABLE,
+                "Calltrack cannot reach its database or Redis right now; try again in a few "
+                "seconds.",
+            )
+            return
         log.exception("console command %s failed", command)
         connection.send_error(message_id, ERR_INTERNAL, "Something went wrong on our side.")
         return

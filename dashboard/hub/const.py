@@ -71,3 +71,5 @@ ERR_INVALID_PAYLOAD: Final = "invalid_payload"
 ERR_UNKNOWN_SITE: Final = "unknown_site"
 ERR_NOT_FOUND: Final = "not_found"
 ERR_INTERNAL: Final = "internal_error"
+# The database or Redis cannot be reached (as the HTTP API's 503): the command may be retried.
+ERR_UNAVAILABLE: Final = "service_unavailable"
