@@ -274,7 +274,7 @@ async def test_tracking_and_callback_requests_carry_on_while_redis_is_down(
 
 
 async def test_the_snippet_is_served_while_the_database_is_away(
-    aiohttp_client: ClientFactory, postgresql_url: str
+    aiohttp_client: ClientFactory, postgresql_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """ct.js is on every page of the merchant's site: a database failover must not turn it
     into an error. A site this worker knows keeps its last configuration past the cache's
@@ -286,6 +286,7 @@ async def test_the_snippet_is_served_while_the_database_is_away(
     from support.proxy import CuttableProxy
     from test_collect import new_site
 
+    from tracker import sitecache
     from tracker.sitecache import TTL
 
     parts = urlsplit(postgresql_url)
@@ -327,6 +328,17 @@ async def test_the_snippet_is_served_while_the_database_is_away(
             headers={"User-Agent": BROWSER, "X-Forwarded-For": "198.51.100.7"},
         )
         assert refused.status == 503
+
+        # A database that hangs instead of refusing: the stale entry after the read deadline.
+        monkeypatch.setattr(sitecache, "READ_DEADLINE", 0.5)
+        await proxy.restore()
+        proxy.stall()
+        clock.advance(seconds=TTL.total_seconds() + 1)
+        started = asyncio.get_running_loop().time()
+        hung = await client.get(f"/ct.js?k={known.site_key}")
+        assert hung.status == 200 and config(await hung.text()) == known_config
+        assert asyncio.get_running_loop().time() - started < 5
+        proxy.flow()
     finally:
         await proxy.cut()
         await database.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from dataclasses import dataclass
 
@@ -16,6 +17,10 @@ from tracker.web import unreachable
 # Settings changed in the dashboard reach every worker within this many seconds.
 TTL = dt.timedelta(seconds=30)
 MAX_ENTRIES = 10_000
+# Longer than this for one site read means the database hangs (a network partition, a long
+# lock): answer from what this worker last knew rather than hold the request (the snippet is
+# on every page of the merchant's site).
+READ_DEADLINE = 3.0
 
 
 @dataclass(frozen=True)
@@ -50,16 +55,18 @@ class SiteCache:
             self._entries.clear()
             self._expiry.clear()
         try:
-            site = await site_by_key(db, site_key)
-            numbers = await business_numbers(db, site.id)
+            async with asyncio.timeout(READ_DEADLINE):
+                site = await site_by_key(db, site_key)
+                numbers = await business_numbers(db, site.id)
         except NotFound:
             # Negative entries stop a flood of unknown keys from reaching the database.
             self._entries[site_key] = None
             self._expiry[site_key] = now + TTL
             raise
         except Exception as exc:
-            # The database is away (a failover): what this worker last knew of the site beats
-            # an error page for the snippet and a refused visit (stale-if-error).
+            # The database is away or hangs (TimeoutError counts as unreachable): what this
+            # worker last knew of the site beats an error page for the snippet and a refused
+            # visit (stale-if-error).
             stale = self._entries.get(site_key)
             if stale is None or not unreachable(exc):
                 raise
