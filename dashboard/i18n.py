@@ -77,6 +77,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "console.conn_connecting": {"en": "Connecting…", "fr": "Connexion…"},
     "console.conn_live": {"en": "Live", "fr": "En direct"},
     "console.conn_offline": {"en": "Reconnecting…", "fr": "Reconnexion…"},
+    "console.conn_paused": {"en": "Live updates paused", "fr": "Direct en pause"},
     "console.conn_expired": {
         "en": "Session expired: sign in again",
         "fr": "Session expirée : reconnectez-vous",

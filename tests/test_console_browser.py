@@ -656,7 +656,9 @@ def test_a_request_whose_event_was_lost_still_reaches_the_console_with_an_alert(
     try:
         shopper, page = visit(stack, browser, "/velos/lost")
         ask_callback(page, "07 81 92 03 15", "Rappelez-moi")
-        console.wait_for_timeout(1500)  # resync rounds fail meanwhile
+        # The advisor is told that live events stopped, rather than shown a stale "Live".
+        expect(console.locator("#conn")).to_have_attribute("data-state", "paused")
+        expect(console.locator("#conn")).to_have_text("Live updates paused")
         expect(request_card(console, "+33 7 81 92 03 15")).to_have_count(0)  # the event is lost
     finally:
         del backend.publish  # the store answers again

@@ -79,6 +79,10 @@ class HubBackend(ABC):
         """Delete the stored events of these sites whose data names any of `tokens` (erasure);
         return how many were deleted. Consoles resuming later no longer receive them."""
 
+    # False while the backend cannot deliver events (its store is unreachable); consoles are
+    # told (a `status` message), and resync when it is back.
+    live: bool = True
+
     def may_be_wanted(self, site_id: int) -> bool:
         """Tell whether an event of this site could reach a console, live or on resume.
 

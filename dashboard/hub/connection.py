@@ -283,6 +283,8 @@ class Hub:
         # Sites whose events the backend failed to store (Redis unreachable): their consoles
         # missed something and get a `hub.resync` once the backend answers again.
         self._lost: set[int] = set()
+        # What consoles were last told: whether live events reach them (`status` messages).
+        self.live = True
 
     async def start(self, backend: HubBackend, clock: Clock) -> None:
         self.backend = backend
@@ -324,6 +326,24 @@ class Hub:
     def add(self, connection: Connection) -> None:
         self.connections.add(connection)
         connection.start()
+        if not self.live:
+            connection.send(self._status_frame())
+
+    def _status_frame(self) -> Frame:
+        return dumps({"type": "status", "live": self.live, "at": self._clock.now().isoformat()})
+
+    def _tell_status(self) -> None:
+        """Tell every console when live events stop reaching it, and when they are back."""
+        live = self.backend is not None and self.backend.live and not self._lost
+        if live == self.live:
+            return
+        self.live = live
+        log.warning(
+            "console events %s", "flow again" if live else "paused: the hub's store is away"
+        )
+        frame = self._status_frame()
+        for connection in list(self.connections):
+            connection.send(frame)
 
     async def remove(self, connection: Connection) -> None:
         self.connections.discard(connection)
@@ -444,6 +464,7 @@ class Hub:
             interval = self.options.heartbeat_interval
             # A tick of a twentieth of the interval (1 s) spreads the pings and their answers.
             await asyncio.sleep(interval / 20)
+            self._tell_status()
             now = loop.time()
             wall = self._clock.now()
             ping: Frame | None = None

@@ -271,6 +271,14 @@ class PingMessage(TypedDict):
     at: str
 
 
+class StatusMessage(TypedDict):
+    """Whether live events reach this console (false while the hub's Redis is away)."""
+
+    type: Literal["status"]
+    live: bool
+    at: str
+
+
 class SubscribeResult(TypedDict):
     sites: list[dict[str, str]]
     replayed: int
@@ -461,9 +469,12 @@ def check_event(event: Any) -> HubEvent:
     return typing.cast(HubEvent, event)
 
 
-def check_message(message: Any) -> ResultMessage | EventMessage | PingMessage:
-    """Validate a message the server sent (result, event or ping)."""
+def check_message(message: Any) -> ResultMessage | EventMessage | PingMessage | StatusMessage:
+    """Validate a message the server sent (result, event, ping or status)."""
     kind = message.get("type") if isinstance(message, dict) else None
+    if kind == "status":
+        _check(message, StatusMessage, "message")
+        return typing.cast(StatusMessage, message)
     if kind == "event":
         _check(message, EventMessage, "message")
         check_event(message["event"])

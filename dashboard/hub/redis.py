@@ -190,8 +190,10 @@ class RedisHub(HubBackend):
                 reply: Any = await self._redis.xread(streams, count=READ_COUNT, block=BLOCK_MS)
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 log.warning("hub reader lost Redis (%s); retrying", exc)
+                self.live = False
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
+            self.live = True
             # RESP2 answers [[key, entries], ...]; RESP3 answers {key: entries}.
             items: Any = reply.items() if isinstance(reply, dict) else (reply or [])
             for raw_key, entries in items:

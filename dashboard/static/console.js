@@ -154,13 +154,15 @@
     });
   }
 
+  let paused = false;  // the hub said live events do not reach us now (`status`)
+
   function connect() {
     clearTimeout(retry);
     setConn(everOpen ? 'offline' : 'connecting');
     const socket = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/console/ws`);
     ws = socket;
     let opened = false;
-    socket.onopen = () => { opened = true; everOpen = true; failures = 0; subscribe(socket); };
+    socket.onopen = () => { opened = true; everOpen = true; failures = 0; paused = false; subscribe(socket); };
     socket.onmessage = e => {
       let msg;
       try { msg = JSON.parse(e.data); } catch (err) { return; }
@@ -210,7 +212,7 @@
       held = null;
       queued.forEach(applyEvent);
       backoff = 0;
-      setConn('live');
+      setConn(paused ? 'paused' : 'live');
       if (S.panel) loadPanel(S.panel.id, false);
     } catch (e) {
       held = null;
@@ -226,6 +228,12 @@
       msg.success ? p.resolve(msg.result || {}) : p.reject(msg.error || {code: 'error', message: ''});
     } else if (msg.type === 'event') {
       held ? held.push(msg.event) : applyEvent(msg.event);
+    } else if (msg.type === 'status') {
+      // The hub's store (Redis) is away: live events stop until it is back, then a
+      // `hub.resync` brings what was missed. Say so rather than show a stale "Live".
+      paused = !msg.live;
+      const state = $('conn').dataset.state;
+      if (state === 'live' || state === 'paused') setConn(paused ? 'paused' : 'live');
     } else if (msg.type === 'ping') {
       if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({id: ++seq, type: 'pong'}));
     }
