@@ -16,11 +16,11 @@ import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy import select
-from support.proxy import CuttableProxy
+from support.proxy import CuttableProxy, forward
 from test_telephony_simulated import carrier_client
 from test_telephony_webhooks import (
     BUSINESS,
@@ -57,10 +57,7 @@ async def outage(
     aiohttp_client: ClientFactory, postgresql_url: str
 ) -> AsyncIterator[tuple[World, CuttableProxy]]:
     """A telephony world whose application reaches PostgreSQL through a cuttable forwarder."""
-    parts = urlsplit(postgresql_url)
-    proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    await proxy.restore()
-    proxied = postgresql_url.replace(parts.netloc, f"{parts.username}@127.0.0.1:{proxy.port}")
+    proxy, proxied = await forward(postgresql_url, 5432)
     clock = FrozenClock(T0)
     app = telephony_app(proxied, clock)
     # The tests replay by hand, to watch each step; one test runs the worker's own loop.

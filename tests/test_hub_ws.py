@@ -9,7 +9,6 @@ import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -17,7 +16,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 from sqlalchemy import delete, select
 from support.app import make_settings
-from support.proxy import CuttableProxy
+from support.proxy import CuttableProxy, forward
 
 from dashboard.app import create_app
 from dashboard.hub import publish_site_event
@@ -126,10 +125,7 @@ async def shop(
         overrides["redis_prefix"] = request.getfixturevalue("redis_prefix")
     if hub_kind == "cuttable redis":
         # Redis reached through a forwarder the test can cut, as in a Redis restart.
-        real = urlsplit(overrides["redis_url"])
-        proxy = CuttableProxy(real.hostname or "127.0.0.1", real.port or 6379)
-        await proxy.restore()
-        overrides["redis_url"] = real._replace(netloc=f"127.0.0.1:{proxy.port}").geturl()
+        proxy, overrides["redis_url"] = await forward(overrides["redis_url"], 6379)
     app = create_app(make_settings(database_url, **overrides))
     app[appkeys.HUB].options = options
     client = await aiohttp_client(app)
@@ -588,10 +584,7 @@ async def test_a_command_while_the_database_is_away_says_so(
     (the console tells the advisor to try again), not `internal_error`; once it is back, the
     same command works on the same socket."""
     database = Database(postgresql_url, pool_size=2)
-    parts = urlsplit(postgresql_url)
-    proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    await proxy.restore()
-    proxied = postgresql_url.replace(parts.netloc, f"{parts.username}@127.0.0.1:{proxy.port}")
+    proxy, proxied = await forward(postgresql_url, 5432)
     app = create_app(make_settings(proxied))
     app[appkeys.EXTRAS]["workers_disabled"] = {"webhooks", "reports", "spool"}
     client = await aiohttp_client(app)

@@ -152,19 +152,14 @@ async def test_a_hung_database_holds_a_bounded_number_of_events_and_loses_none(
 ) -> None:
     """While PostgreSQL hangs, events wait for it up to a bound; past it they get a 503 at
     once instead of piling up in memory. Every event that got its 200 is stored."""
-    from urllib.parse import urlsplit
-
     from sqlalchemy import func, select
-    from support.proxy import CuttableProxy
+    from support.proxy import forward
     from test_collect import Visitor, new_site, page_id
 
     from tracker import collector
     from tracker.models import Pageview
 
-    parts = urlsplit(postgresql_url)
-    proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    await proxy.restore()
-    proxied = postgresql_url.replace(parts.netloc, f"{parts.username}@127.0.0.1:{proxy.port}")
+    proxy, proxied = await forward(postgresql_url, 5432)
     app = create_app(make_settings(proxied))
     app[appkeys.EXTRAS]["workers_disabled"] = {"webhooks", "reports", "spool"}
     client = await aiohttp_client(app)
@@ -281,18 +276,14 @@ async def test_the_snippet_is_served_while_the_database_is_away(
     30 s; one it never saw gets the tracker with safe defaults, cached briefly."""
     import json
     import re
-    from urllib.parse import urlsplit
 
-    from support.proxy import CuttableProxy
+    from support.proxy import forward
     from test_collect import new_site
 
     from tracker import sitecache
     from tracker.sitecache import TTL
 
-    parts = urlsplit(postgresql_url)
-    proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    await proxy.restore()
-    proxied = postgresql_url.replace(parts.netloc, f"{parts.username}@127.0.0.1:{proxy.port}")
+    proxy, proxied = await forward(postgresql_url, 5432)
     clock = FrozenClock(T0)
     app = create_app(make_settings(proxied), clock=clock)
     app[appkeys.EXTRAS]["workers_disabled"] = {"webhooks", "reports", "spool"}

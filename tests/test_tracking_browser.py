@@ -205,17 +205,11 @@ class Outage:
     """Calltrack on a PostgreSQL reached through a forwarder the test cuts (a failover)."""
 
     def __init__(self, postgresql_url: str) -> None:
-        from urllib.parse import urlsplit
-
-        from support.proxy import CuttableProxy
+        from support.proxy import forward
 
         self.loop = LiveServer(web.Application()).start()  # a loop for the forwarder
-        parts = urlsplit(postgresql_url)
-        self.proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-        self.loop.call(self.proxy.restore())
-        self.stack = Stack(
-            postgresql_url.replace(parts.netloc, f"{parts.username}@127.0.0.1:{self.proxy.port}")
-        )
+        self.proxy, proxied = self.loop.call(forward(postgresql_url, 5432))
+        self.stack = Stack(proxied)
         self.direct = Database(postgresql_url)  # the test's own reads bypass the forwarder
 
     def cut(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from urllib.parse import urlsplit
 
 from support.app import free_port
 
@@ -57,3 +58,13 @@ class CuttableProxy:
 
         await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
         self._transports -= {writer.transport, upstream_writer.transport}
+
+
+async def forward(url: str, default_port: int) -> tuple[CuttableProxy, str]:
+    """Start a forwarder to the server of `url` (PostgreSQL, Redis); return it and the URL that
+    reaches the server through it (same scheme, user, database)."""
+    parts = urlsplit(url)
+    proxy = CuttableProxy(parts.hostname or "127.0.0.1", parts.port or default_port)
+    await proxy.restore()
+    user = f"{parts.username}@" if parts.username else ""
+    return proxy, parts._replace(netloc=f"{user}127.0.0.1:{proxy.port}").geturl()
