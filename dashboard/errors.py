@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from dashboard.auth import AUTH_KEY, Auth
 from dashboard.i18n import pick_language
 from dashboard.pages import escape, render_page
 from tracker.web import Handler
@@ -35,7 +36,7 @@ TITLES = {
 OTHER = ("Something went wrong", "Une erreur est survenue")
 TEXTS = {
     "back": ("Back to Calltrack", "Retour à Calltrack"),
-    "code": ("Error code", "Code d’erreur"),
+    "code": ("Error code:", "Code d’erreur :"),
     "retry": (
         "This page tries again by itself in a few seconds.",
         "Cette page réessaie d’elle-même dans quelques secondes.",
@@ -54,7 +55,10 @@ def error_page(
     request: web.Request, status: int, code: str, message: str, headers: Mapping[str, str]
 ) -> web.Response:
     """The error as a page; `headers` of the JSON answer that still apply are kept."""
-    lang = pick_language(request)
+    # The signed-in user's language when the handler got that far (no database read here:
+    # the error may be the database being away), else the browser's.
+    auth = request.get(AUTH_KEY)
+    lang = pick_language(request, auth.user.language if isinstance(auth, Auth) else None)
     index = 1 if lang == "fr" else 0
     title = TITLES.get(status, OTHER)[index]
     message = message[:1].upper() + message[1:]
@@ -63,7 +67,7 @@ def error_page(
         '<main class="login error-page">'
         f"<h1>{escape(title)}</h1><p>{escape(message)}</p>"
         + (f'<p class="muted">{escape(TEXTS["retry"][index])}</p>' if retry else "")
-        + f'<p class="muted">{escape(TEXTS["code"][index])}: <code>{escape(code)}</code>'
+        + f'<p class="muted">{escape(TEXTS["code"][index])} <code>{escape(code)}</code>'
         f" ({status})</p>"
         f'<p><a href="/">{escape(TEXTS["back"][index])}</a></p></main>'
     )
