@@ -37,9 +37,11 @@ document.getElementById('add').onclick = () => calltrack('cart', {{
 
 
 class Stack:
-    def __init__(self, backend_url: str) -> None:
-        port = free_port()
-        self.public_url = f"http://127.0.0.1:{port}"
+    def __init__(
+        self, backend_url: str, port: int | None = None, public_url: str | None = None
+    ) -> None:
+        port = port or free_port()
+        self.public_url = public_url or f"http://127.0.0.1:{port}"
         self.calltrack = LiveServer(
             create_app(make_settings(backend_url, public_url=self.public_url)), port=port
         ).start()
@@ -309,3 +311,63 @@ def test_a_callback_request_refused_during_a_database_outage_is_sent_again(
     stored = outage.poll(requests)
     assert [r.phone_e164 for r in stored] == ["+33612345678"]
     context.close()
+
+
+def test_events_and_a_callback_refused_by_a_restarting_worker_are_sent_again(
+    sqlite_url: str, browser: Any
+) -> None:
+    """A lone worker restarting (no proxy in front) refuses connections: `fetch` fails. The
+    snippet sends the page's events again and the widget its request, once it is back."""
+    from support.proxy import CuttableProxy
+
+    from tracker.models import ContactRequest
+
+    loop = LiveServer(web.Application()).start()  # a loop for the forwarder
+    port = free_port()
+    front = CuttableProxy("127.0.0.1", port)  # the browser reaches Calltrack through it
+    loop.call(front.restore())
+    stack = Stack(sqlite_url, port=port, public_url=f"http://127.0.0.1:{front.port}")
+    try:
+
+        async def widget_on() -> None:
+            async with stack.database.begin() as db:
+                site = await db.scalar(select(Site).where(Site.site_key == stack.site_key))
+                assert site is not None
+                site.settings = {**(site.settings or {}), "contact_widget": True}
+
+        stack.query(widget_on())
+        context = browser.new_context(locale="fr-FR")
+        page = context.new_page()
+        with page.expect_response(lambda r: r.url.endswith("/collect")):
+            page.goto(f"{stack.merchant.url}/velos")
+        expect(page.get_by_role("button", name="Être rappelé")).to_be_visible()
+        loop.call(front.cut())  # the worker restarts
+        page.click("#to-gravel")  # an SPA navigation: a pageview nobody answers
+        page.get_by_role("button", name="Être rappelé").click()
+        dialog = page.get_by_role("dialog", name="Être rappelé")
+        page.keyboard.type("06 12 34 56 79")
+        dialog.get_by_role("button", name="Être rappelé").click()
+        expect(dialog.get_by_role("button", name="Envoi…")).to_be_disabled()
+        page.wait_for_timeout(1000)
+        loop.call(front.restore())  # back
+        expect(dialog.get_by_role("status")).to_contain_text("rappel", timeout=15_000)
+
+        async def stored() -> Any:
+            site = select(Site.id).where(Site.site_key == stack.site_key).scalar_subquery()
+            async with stack.database.sessions() as db:
+                pages = list(await db.scalars(select(Pageview.url).where(Pageview.site_id == site)))
+                requests = list(
+                    await db.scalars(
+                        select(ContactRequest.phone_e164).where(ContactRequest.site_id == site)
+                    )
+                )
+            return (pages, requests) if any("/velos/gravel" in u for u in pages) else None
+
+        found = wait_for(stack, stored, timeout=15)
+        assert found is not None, "the SPA pageview was not sent again"
+        assert found[1] == ["+33612345679"]
+        context.close()
+    finally:
+        stack.close()
+        loop.call(front.cut())
+        loop.stop()

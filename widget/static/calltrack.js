@@ -62,11 +62,13 @@
     if (!U) return;
     x = {k: C.k, t, p: P, c, gpc: G, lang: N.language, ...x};
     // n: retries so far. While Calltrack's database or a worker is away (502-504: a failover,
-    // a restart behind the proxy) the event is sent again after 5, 10 and 20 s, as long as the
-    // page is open, so a landing pageview keeps its ad click. The numbers settle meanwhile
-    // (the safety timeout); events queued behind the first one wait for it. (After a retry
-    // `got` also sees the outer chain end, with nothing: `use` ignores an unchanged list.)
-    const go = (n = 0) => {
+    // a restart behind the proxy; or no answer at all: a lone worker restarting) the event is
+    // sent again after 5, 10 and 20 s, as long as the page is open, so a landing pageview
+    // keeps its ad click. The numbers settle meanwhile (the safety timeout); events queued
+    // behind the first one wait for it. (After a retry `got` also sees the outer chain end,
+    // with nothing: `use` ignores an unchanged list.)
+    const again = n => new Promise(w => setTimeout(w, 5e3 << n)).then(() => go(n + 1)),
+    go = (n = 0) => {
       try {
         x.s = S; x.v = ok() ? V : null;
         const j = js(x);
@@ -75,9 +77,8 @@
         // pagehide) goes as a beacon, which survives the unload.
         if (b && N.sendBeacon?.(U, j)) return;
         return fetch(U, {method: 'POST', body: j, keepalive: true})
-          .then(r => r.status > 501 && r.status < 505 && n < 3
-            ? new Promise(w => setTimeout(w, 5e3 << n)).then(() => go(n + 1))
-            : r.status == 200 && r.json()).then(got, got)
+          .then(r => r.status > 501 && r.status < 505 && n < 3 ? again(n)
+            : r.status == 200 && r.json(), e => n < 3 ? again(n) : e).then(got, got)
       } catch { got() }
     };
     S || b ? go() : Q = Q.then(go)

@@ -235,11 +235,14 @@ textarea{resize:vertical;min-height:64px}
   };
 
   // POST the request; resolves to the result object, never rejects. While Calltrack's
-  // database or a worker is away (502-504: a failover, a restart behind the proxy) it is sent
-  // again after 3, 6 and 12 s, the button still saying "Sending…": a request for a call back
-  // is a customer waiting. (One that was stored but answered 504 by a proxy may arrive twice;
+  // database or a worker is away (502-504: a failover, a restart behind the proxy; or no
+  // answer at all while the browser is online: a lone worker restarting) it is sent again
+  // after 3, 6 and 12 s, the button still saying "Sending…": a request for a call back is a
+  // customer waiting. (One that was stored but answered 504 by a proxy may arrive twice;
   // advisors see both, which beats none.)
   const post = (number, text, tries = 0) => {
+    const again = () => new Promise(wait => setTimeout(wait, 3e3 << tries))
+      .then(() => post(number, text, tries + 1));
     const body = {
       k: cfg.k, s: sessionId(), phone: String(number || '').trim(),
       message: text ? String(text).slice(0, 1000) : null, lang: navigator.language || lang,
@@ -247,12 +250,11 @@ textarea{resize:vertical;min-height:64px}
     // A string body goes as text/plain: a "simple" cross-origin request, no preflight.
     return fetch(endpoint, {method: 'POST', body: JSON.stringify(body)})
       .then(r => r.status > 501 && r.status < 505
-        ? (tries < 3
-          ? new Promise(wait => setTimeout(wait, 3e3 << tries)).then(() => post(number, text, tries + 1))
-          : {ok: false, code: 'unavailable', message: T.unavailable})
+        ? (tries < 3 ? again() : {ok: false, code: 'unavailable', message: T.unavailable})
         : r.json().then(j => r.status == 201
           ? {ok: true, id: j.id, outside_hours: !!j.outside_hours, message: j.message}
-          : {ok: false, code: (j.error || {}).code || 'error', message: (j.error || {}).message || T.network}))
+          : {ok: false, code: (j.error || {}).code || 'error', message: (j.error || {}).message || T.network}),
+        () => tries < 3 && navigator.onLine !== false ? again() : {ok: false, code: 'network', message: T.network})
       .catch(() => ({ok: false, code: 'network', message: T.network}));
   };
 
