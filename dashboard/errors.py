@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from dashboard.auth import AUTH_KEY, Auth
-from dashboard.i18n import pick_language
+from dashboard.i18n import pick_language, t
 from dashboard.pages import escape, render_page
 from tracker.web import Handler
 
@@ -22,26 +22,9 @@ from tracker.web import Handler
 MACHINE_PREFIXES = ("/collect", "/contact", "/ct.js", "/api/", "/telephony/", "/healthz",
                     "/metrics", "/console/ws", "/static/")  # fmt: skip
 
-TITLES = {
-    400: ("This request could not be handled", "Cette demande n’a pas pu être traitée"),
-    401: ("Please sign in", "Veuillez vous connecter"),
-    403: ("Access denied", "Accès refusé"),
-    404: ("Page not found", "Page introuvable"),
-    405: ("This request could not be handled", "Cette demande n’a pas pu être traitée"),
-    409: ("This request could not be handled", "Cette demande n’a pas pu être traitée"),
-    413: ("This request is too large", "Cette demande est trop volumineuse"),
-    429: ("Too many requests", "Trop de demandes"),
-    503: ("Calltrack is briefly unavailable", "Calltrack est momentanément indisponible"),
-}
-OTHER = ("Something went wrong", "Une erreur est survenue")
-TEXTS = {
-    "back": ("Back to Calltrack", "Retour à Calltrack"),
-    "code": ("Error code:", "Code d’erreur :"),
-    "retry": (
-        "This page tries again by itself in a few seconds.",
-        "Cette page réessaie d’elle-même dans quelques secondes.",
-    ),
-}
+# Statuses with a title of their own (`error.title.<status>` in dashboard/i18n.py); others
+# get `error.title.other`.
+TITLED = frozenset({400, 401, 403, 404, 405, 409, 413, 429, 503})
 
 
 def wants_page(request: web.Request) -> bool:
@@ -59,17 +42,16 @@ def error_page(
     # the error may be the database being away), else the browser's.
     auth = request.get(AUTH_KEY)
     lang = pick_language(request, auth.user.language if isinstance(auth, Auth) else None)
-    index = 1 if lang == "fr" else 0
-    title = TITLES.get(status, OTHER)[index]
+    title = t(f"error.title.{status if status in TITLED else 'other'}", lang)
     message = message[:1].upper() + message[1:]
     retry = status == 503 and request.method in ("GET", "HEAD")
     body = (
         '<main class="login error-page">'
         f"<h1>{escape(title)}</h1><p>{escape(message)}</p>"
-        + (f'<p class="muted">{escape(TEXTS["retry"][index])}</p>' if retry else "")
-        + f'<p class="muted">{escape(TEXTS["code"][index])} <code>{escape(code)}</code>'
+        + (f'<p class="muted">{escape(t("error.retry", lang))}</p>' if retry else "")
+        + f'<p class="muted">{escape(t("error.code", lang))} <code>{escape(code)}</code>'
         f" ({status})</p>"
-        f'<p><a href="/">{escape(TEXTS["back"][index])}</a></p></main>'
+        f'<p><a href="/">{escape(t("error.back", lang))}</a></p></main>'
     )
     head = '<meta http-equiv="refresh" content="5">' if retry else ""
     response = render_page(title, body, lang=lang, head=head, status=status)

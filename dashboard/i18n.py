@@ -157,6 +157,38 @@ TEXTS: dict[str, dict[str, str]] = {
         "fr": "Calltrack ne joint pas sa base de données pour l'instant : réessayez dans un instant.",
     },
     "console.err_generic": {"en": "That did not work: {msg}", "fr": "L'action a échoué : {msg}"},
+    # Error pages for browser navigations (dashboard/errors.py).
+    "error.title.400": {
+        "en": "This request could not be handled",
+        "fr": "Cette demande n’a pas pu être traitée",
+    },
+    "error.title.401": {"en": "Please sign in", "fr": "Veuillez vous connecter"},
+    "error.title.403": {"en": "Access denied", "fr": "Accès refusé"},
+    "error.title.404": {"en": "Page not found", "fr": "Page introuvable"},
+    "error.title.405": {
+        "en": "This request could not be handled",
+        "fr": "Cette demande n’a pas pu être traitée",
+    },
+    "error.title.409": {
+        "en": "This request could not be handled",
+        "fr": "Cette demande n’a pas pu être traitée",
+    },
+    "error.title.413": {
+        "en": "This request is too large",
+        "fr": "Cette demande est trop volumineuse",
+    },
+    "error.title.429": {"en": "Too many requests", "fr": "Trop de demandes"},
+    "error.title.503": {
+        "en": "Calltrack is briefly unavailable",
+        "fr": "Calltrack est momentanément indisponible",
+    },
+    "error.title.other": {"en": "Something went wrong", "fr": "Une erreur est survenue"},
+    "error.back": {"en": "Back to Calltrack", "fr": "Retour à Calltrack"},
+    "error.code": {"en": "Error code:", "fr": "Code d’erreur :"},
+    "error.retry": {
+        "en": "This page tries again by itself in a few seconds.",
+        "fr": "Cette page réessaie d’elle-même dans quelques secondes.",
+    },
     # Site settings page (dashboard/site_settings.py).
     "settings.title": {"en": "Site settings", "fr": "Réglages du site"},
     "settings.site": {"en": "Site", "fr": "Site"},

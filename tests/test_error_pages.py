@@ -58,31 +58,18 @@ async def test_an_outage_page_says_so_and_tries_again(aiohttp_client: ClientFact
 async def test_a_signed_in_users_page_speaks_their_language(
     aiohttp_client: ClientFactory, sqlite_url: str
 ) -> None:
-    from tracker.clock import SystemClock
+    from test_hub_ws import PASSWORD, new_user
+
     from tracker.db import Database
-    from tracker.sites import get_or_create_account
-    from tracker.users import create_user
 
     database = Database(sqlite_url)
     try:
-        async with database.begin() as db:
-            account = await get_or_create_account(db, "errors", SystemClock())
-            user = await create_user(
-                db,
-                account,
-                "marketing@errors.test",
-                "correct horse battery",
-                "admin",
-                SystemClock(),
-            )
-            user.language = "en"
+        email = await new_user(database, "errors", "admin", language="en")
     finally:
         await database.close()
     client = await aiohttp_client(create_app(make_settings(sqlite_url)))
     signed = await client.post(
-        "/login",
-        data={"email": "marketing@errors.test", "password": "correct horse battery"},
-        allow_redirects=False,
+        "/login", data={"email": email, "password": PASSWORD}, allow_redirects=False
     )
     assert signed.status == 302
     page = await client.get("/dashboard/calls/999999", headers=NAVIGATION)  # browser in French

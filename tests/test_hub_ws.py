@@ -50,11 +50,15 @@ async def new_site(database: Database, account: str) -> Site:
         )
 
 
-async def new_user(database: Database, account: str, role: str = "advisor") -> str:
+async def new_user(
+    database: Database, account: str, role: str = "advisor", language: str | None = None
+) -> str:
     email = f"{role}-{secrets.token_hex(4)}@velos-martin.fr"
     async with database.begin() as db:
         owner = await get_or_create_account(db, account, FrozenClock())
-        await create_user(db, owner, email, PASSWORD, role, FrozenClock())
+        user = await create_user(db, owner, email, PASSWORD, role, FrozenClock())
+        if language is not None:
+            user.language = language
     return email
 
 

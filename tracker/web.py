@@ -130,10 +130,11 @@ def unreachable(exc: BaseException | None) -> bool:
 
 
 def log_background_failure(logger: logging.Logger, message: str, exc: BaseException) -> None:
-    """Log a background worker's failed round: one line during an outage, else a traceback.
+    """Log a failure the caller carries on from: one line during an outage, else a traceback.
 
-    The worker tries again on its next round either way; an outage (the database or Redis
-    away) must not fill the log with one traceback per round and per worker.
+    A background worker's failed round, a console event not published: an outage (the
+    database or Redis away) must not fill the log with one traceback per round, per event
+    and per worker.
     """
     if unreachable(exc):
         logger.warning("%s (a backing service is unreachable: %r)", message, exc)

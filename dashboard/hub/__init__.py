@@ -15,7 +15,7 @@ from aiohttp import web
 from dashboard.hub.commands import CommandContext, CommandHandler, register_command
 from dashboard.hub.events import EventKind
 from tracker import appkeys
-from tracker.web import unreachable
+from tracker.web import log_background_failure
 
 __all__ = [
     "CommandContext",
@@ -40,9 +40,7 @@ async def publish_site_event(
     try:
         event = await hub.publish(site_id, kind, data)
     except Exception as exc:
-        if not unreachable(exc):
-            log.exception("could not publish a %s event for site %s", kind, site_id)
-        else:  # an outage: one line per event, no traceback; the consoles resync after it
-            log.warning("could not publish a %s event for site %s: %r", kind, site_id, exc)
+        # An outage: one line per event, no traceback; the consoles resync after it.
+        log_background_failure(log, f"could not publish a {kind} event for site {site_id}", exc)
         return None
     return event.id
