@@ -22,6 +22,7 @@ import phonenumbers
 import pytest
 from redis.asyncio import Redis
 from sqlalchemy import func, select
+from support.numbers import random_e164
 
 import dashboard.models_registry  # noqa: F401  (every model, for the table scan)
 from dashboard.hub.redis import RedisHub
@@ -118,7 +119,7 @@ async def seed_person(
         )
         number = TrackingNumber(
             site_id=site.id, business_number_id=business_id,
-            e164="+3397" + "".join(secrets.choice("0123456789") for _ in range(7)),
+            e164=random_e164(),
             provider="simulated", kind="pool", state="active", created_at=now,
         )  # fmt: skip
         db.add(number)

@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 from support.app import make_settings
+from support.numbers import random_e164
 from test_privacy_erase import SECRET, random_mobile, scan_database
 from twilio.request_validator import RequestValidator
 
@@ -178,7 +179,7 @@ async def telephony_setup(
         )
         number = TrackingNumber(
             site_id=site.id, business_number_id=business, provider="twilio", kind="pool",
-            e164="+3397" + "".join(secrets.choice("0123456789") for _ in range(7)),
+            e164=random_e164(),
             state="active", created_at=START,
         )  # fmt: skip
         db.add(number)

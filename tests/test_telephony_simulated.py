@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 from support.app import free_port
+from support.numbers import random_e164
 from test_telephony_webhooks import (
     BUSINESS,
     CALLER,
@@ -21,7 +22,6 @@ from test_telephony_webhooks import (
     ClientFactory,
     World,
     build_world,
-    random_e164,
     telephony_app,
 )
 

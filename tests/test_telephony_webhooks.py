@@ -8,19 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import random
 import secrets
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import phonenumbers
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 from support.app import make_settings
+from support.numbers import random_e164
 from twilio.request_validator import RequestValidator
 
 from dashboard.app import create_app
@@ -47,14 +46,6 @@ SECRET = "test-secret-key-" + "x" * 32
 START = dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.UTC)
 BUSINESS = "+33123456789"
 CALLER = "+33142685300"
-
-
-def random_e164() -> str:
-    """A valid French number nobody else in this test run holds (1e8 possibilities)."""
-    while True:
-        e164 = "+339" + "".join(random.choices("0123456789", k=8))
-        if phonenumbers.is_valid_number(phonenumbers.parse(e164, None)):
-            return e164
 
 
 def call_sid() -> str:

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 from sqlalchemy import delete
 from support.app import free_port, make_settings
+from support.numbers import random_e164
 from support.process import stop, wait_answering
-from test_telephony_webhooks import random_e164
 
 from dashboard import telephony_cli
 from telephony.carriers.base import CarrierError, ProvisionedNumber, WebhookUrls
