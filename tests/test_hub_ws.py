@@ -551,7 +551,7 @@ async def test_an_erasure_from_the_cli_reaches_the_in_process_hub(
     """`calltrack privacy erase` is another process: without Redis it cannot reach a running
     embedded server's hub. The server finds the erasure in the audit log, drops the site's
     kept events (they may name the person) and tells open consoles."""
-    from support.cli import run_cli
+    from support.cli import run_cli_beside
 
     ws = await shop.connect()
     await command(ws, 1, "subscribe", sites=None)
@@ -563,7 +563,7 @@ async def test_an_erasure_from_the_cli_reaches_the_in_process_hub(
     monkeypatch.setenv("CALLTRACK_SECRET_KEY", shop.app[appkeys.SETTINGS].secret_key)
     monkeypatch.delenv("CALLTRACK_REDIS_URL", raising=False)
     argv = ["privacy", "erase", "--session", visit["s"], "--site", shop.site.site_key]
-    assert run_cli([*argv, "--yes", "--json", "--export-dir", str(tmp_path)]) == 0
+    assert await run_cli_beside([*argv, "--yes", "--json", "--export-dir", str(tmp_path)]) == 0
 
     erased = (await receive(ws))["event"]
     assert erased["kind"] == "visitor.erased" and erased["site"] == shop.site.site_key

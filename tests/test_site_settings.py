@@ -17,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 from support.app import make_settings
-from support.cli import run_cli
+from support.cli import run_cli_beside
 from test_reports import sign_in
 
 from dashboard import cli_extra, numbers_cli
@@ -133,7 +133,7 @@ def test_time_zones_are_checked_and_spelled_as_iana_does() -> None:
 # -- the command line ------------------------------------------------------------------------------
 
 
-Run = Callable[..., tuple[int, Any, str]]
+Run = Callable[..., Awaitable[tuple[int, Any, str]]]
 
 
 @pytest.fixture
@@ -154,16 +154,16 @@ def run(
 
     monkeypatch.setattr(cli_extra, "register", register)
 
-    def invoke(*argv: str) -> tuple[int, Any, str]:
-        code = run_cli(list(argv))
+    async def invoke(*argv: str) -> tuple[int, Any, str]:
+        code = await run_cli_beside(list(argv))
         out, err = capsys.readouterr()
         return code, json.loads(out) if code == 0 else out, err
 
     return invoke
 
 
-def _error_code(run: Run, *argv: str) -> str:
-    code, _, err = run(*argv)
+async def _error_code(run: Run, *argv: str) -> str:
+    code, _, err = await run(*argv)
     assert code == 2, err
     return str(json.loads(err.strip().splitlines()[-1])["error"]["code"])
 
@@ -184,19 +184,19 @@ async def _settings_actions(database: Database, site_key: str) -> list[AuditEntr
 async def test_site_set_round_trip_reaches_the_snippet_and_the_widget(
     run: Run, database: Database, database_url: str, aiohttp_client: ClientFactory
 ) -> None:
-    code, site, _ = run(
+    code, site, _ = await run(
         "site", "create", "--name", "Vélos Martin", "--domain", "velos-martin.fr",
         "--phone", "01 23 45 67 89", "--country", "FR", "--account", f"cli-{secrets.token_hex(4)}",
     )  # fmt: skip
     assert code == 0
     key = site["site_key"]
 
-    code, shown, _ = run("site", "set", "--site", key)
+    code, shown, _ = await run("site", "set", "--site", key)
     assert code == 0
     assert shown["contact_widget"] is False and shown["opening_hours"] is None
     assert shown["opening_hours_text"] == "always" and shown["timezone"] == "Europe/Paris"
 
-    code, shown, _ = run(
+    code, shown, _ = await run(
         "site", "set", "--site", key, "--contact-widget", "on", "--opening-hours", SPEC,
         "--timezone", "america/new_york", "--hold-minutes", "45",
     )  # fmt: skip
@@ -222,12 +222,12 @@ async def test_site_set_round_trip_reaches_the_snippet_and_the_widget(
     }
 
     # Bad input: exit 2 with the code, and nothing changes.
-    assert _error_code(run, "site", "set", "--site", key, "--opening-hours", "mon-fry 9:00-18:00",
+    assert await _error_code(run, "site", "set", "--site", key, "--opening-hours", "mon-fry 9:00-18:00",
                        "--contact-widget", "off") == "invalid_opening_hours"  # fmt: skip
-    assert _error_code(run, "site", "set", "--site", key, "--timezone", "Mars/Olympus") == (
+    assert await _error_code(run, "site", "set", "--site", key, "--timezone", "Mars/Olympus") == (
         "invalid_timezone"
     )
-    code, shown, _ = run("site", "set", "--site", key)
+    code, shown, _ = await run("site", "set", "--site", key)
     assert code == 0 and shown["contact_widget"] is True and shown["opening_hours"] == STORED
     assert shown["timezone"] == "America/New_York"
     assert len(await _settings_actions(database, key)) == 1  # a look changes nothing
@@ -241,7 +241,7 @@ async def test_site_set_round_trip_reaches_the_snippet_and_the_widget(
     assert status["enabled"] is True and status["open"] is False
     assert "today at 09:00" in status["message"]
 
-    code, shown, _ = run(
+    code, shown, _ = await run(
         "site", "set", "--site", key, "--contact-widget", "off", "--opening-hours", "always"
     )
     assert code == 0 and shown["contact_widget"] is False and shown["opening_hours"] is None
