@@ -62,3 +62,19 @@ def test_nginx_passes_the_websocket_upgrade_and_replaces_the_forwarded_address()
 
     timeout = re.search(r"proxy_read_timeout (\d+)s;", conf)
     assert timeout is not None and int(timeout.group(1)) > HEARTBEAT_INTERVAL
+
+
+def test_a_malformed_trusted_proxy_list_stops_the_server_at_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not a 500 on every request later: the address parser used to meet it per request."""
+    monkeypatch.setenv("CALLTRACK_SECRET_KEY", "proxy-env-test-" + "k" * 32)  # no var/ file
+    monkeypatch.setenv("CALLTRACK_TRUSTED_PROXIES", " 10.0.0.0/8 , 192.0.2.7,2001:db8::/32 ")
+    assert Settings.from_env().trusted_proxies == ("10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32")
+    monkeypatch.setenv("CALLTRACK_TRUSTED_PROXIES", "10.0.0.0/8,bad")
+    with pytest.raises(ValueError, match="CALLTRACK_TRUSTED_PROXIES.*'bad'"):
+        Settings.from_env()
+    from dashboard.cli import main
+
+    assert main(["serve", "--port", "1"]) == 2
+    assert "configuration error: CALLTRACK_TRUSTED_PROXIES" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -26,6 +27,22 @@ def _int_env(name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise ValueError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _networks_env(name: str) -> tuple[str, ...]:
+    """Parse "10.0.0.0/8, 192.0.2.7" into networks; a bad entry is refused at start, by name."""
+    networks: list[str] = []
+    for item in (_env(name) or "").split(","):
+        if not item.strip():
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(item.strip(), strict=False)))
+        except ValueError as exc:
+            raise ValueError(
+                f"{name} must list IP addresses or networks (10.0.0.0/8,192.0.2.7); "
+                f"{item.strip()!r} is neither"
+            ) from exc
+    return tuple(networks)
 
 
 _SID_PREFIXES = {"CALLTRACK_TWILIO_BUNDLE_SIDS": "BU", "CALLTRACK_TWILIO_ADDRESS_SIDS": "AD"}
@@ -117,9 +134,7 @@ class Settings:
             "block_headless": (_env("CALLTRACK_BLOCK_HEADLESS") or "0").lower()
             in ("1", "true", "yes"),
             "spool_dir": _env("CALLTRACK_SPOOL_DIR") or DEFAULT_SPOOL_DIR,
-            "trusted_proxies": tuple(
-                p.strip() for p in (_env("CALLTRACK_TRUSTED_PROXIES") or "").split(",") if p.strip()
-            ),
+            "trusted_proxies": _networks_env("CALLTRACK_TRUSTED_PROXIES"),
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
