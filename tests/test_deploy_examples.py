@@ -72,7 +72,7 @@ def test_a_malformed_trusted_proxy_list_stops_the_server_at_start(
     monkeypatch.setenv("CALLTRACK_TRUSTED_PROXIES", " 10.0.0.0/8 , 192.0.2.7,2001:db8::/32 ")
     assert Settings.from_env().trusted_proxies == ("10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32")
     monkeypatch.setenv("CALLTRACK_TRUSTED_PROXIES", "10.0.0.0/8,bad")
-    with pytest.raises(ValueError, match="CALLTRACK_TRUSTED_PROXIES.*'bad'"):
+    with pytest.raises(ValueError, match=r"CALLTRACK_TRUSTED_PROXIES.*'bad'"):
         Settings.from_env()
     from dashboard.cli import main
 
