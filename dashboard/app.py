@@ -120,7 +120,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     contact_http.setup(app)
     auth.setup(app)
     app.router.add_static("/static", STATIC, append_version=True)
-    demo.setup(app)
+    if settings.demo:
+        # Only `calltrack demo`: its pages need no sign-in and create the demo account.
+        demo.setup(app)
+    else:
+        app.router.add_get("/", auth.start)
     telephony_http.setup(app)
     hub_http.setup(app)
     console.setup(app)

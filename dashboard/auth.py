@@ -169,6 +169,11 @@ def _login_form(
     return render_page(t("sign_in", lang), body, lang=lang, status=401 if error else 200)
 
 
+async def start(request: web.Request) -> web.Response:
+    """The root of a server: sign in, or go to one's home when signed in already."""
+    raise web.HTTPFound("/login")
+
+
 async def login_page(request: web.Request) -> web.Response:
     auth = await current_auth(request)
     if auth is not None:

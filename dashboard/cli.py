@@ -255,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "demo":
                 from dashboard.democli import prepare_demo
 
+                settings = dataclasses.replace(settings, demo=True)
+
                 prepare_demo(settings, args.host, args.port)
             run_server(settings, args.host, args.port)
             return 0

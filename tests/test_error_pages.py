@@ -76,3 +76,43 @@ async def test_a_signed_in_users_page_speaks_their_language(
     assert page.status == 404 and page.content_type == "text/html"
     text = await page.text()
     assert '<html lang="en">' in text and "Page not found" in text and "unknown_call" in text
+
+
+async def test_a_served_instance_has_no_demo_pages_and_starts_at_sign_in(
+    aiohttp_client: ClientFactory, sqlite_url: str
+) -> None:
+    """`calltrack serve` is production: the demo's pages need no sign-in and would create the
+    demo account in the merchant's database on the first visit, so only `calltrack demo` has
+    them."""
+    import dataclasses
+
+    from sqlalchemy import func, select
+
+    from tracker.db import Database
+    from tracker.models import Site
+
+    async def demo_sites() -> int:
+        database = Database(sqlite_url)
+        try:
+            async with database.sessions() as db:
+                count = await db.scalar(
+                    select(func.count()).where(Site.name == "Vélos Martin (demo)")
+                )
+                return int(count or 0)
+        finally:
+            await database.close()
+
+    before = await demo_sites()
+    served = await aiohttp_client(create_app(make_settings(sqlite_url)))
+    for path in ("/demo/", "/demo/activity", "/demo/product/VM-GRAV-02"):
+        assert (await served.get(path, headers=NAVIGATION)).status == 404, path
+    assert await demo_sites() == before
+    root = await served.get("/", allow_redirects=False)
+    assert root.status == 302 and root.headers["Location"] == "/login"
+
+    settings = dataclasses.replace(make_settings(sqlite_url), demo=True)
+    demo = await aiohttp_client(create_app(settings))
+    root = await demo.get("/", allow_redirects=False)
+    assert root.status == 302 and root.headers["Location"] == "/demo/activity"
+    assert (await demo.get("/demo/")).status == 200
+    assert await demo_sites() == max(before, 1)

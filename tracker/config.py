@@ -90,6 +90,7 @@ class Settings:
     secret_key: str = field(default_factory=lambda: secrets.token_hex(32))
     geoip_db: str | None = None
     max_body_bytes: int = 64 * 1024
+    # `calltrack demo` only: the demo shop and its activity page (no sign-in needed there).
     demo: bool = False
     twilio_account_sid: str | None = None
     twilio_auth_token: str | None = None
