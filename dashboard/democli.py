@@ -11,7 +11,7 @@ from dashboard.demo import DEMO_ACCOUNT, ensure_demo_site
 from telephony.carrier_factory import close_carrier, create_carrier
 from telephony.signature import webhook_urls
 from tracker.clock import SystemClock
-from tracker.config import Settings
+from tracker.config import DEFAULT_PUBLIC_URL, Settings
 from tracker.db import Database, migrate_sync
 from tracker.models import TrackingNumber, User
 from tracker.numbers.rules import parse_rule
@@ -71,6 +71,8 @@ def prepare_demo(settings: Settings, host: str, port: int) -> None:
     migrate_sync(settings.database_url)
     site_key, numbers = asyncio.run(_prepare(settings))
     base = f"http://{host}:{port}"
+    # Another port than the commands' default: tell `simulate call` where the server is.
+    server = "" if settings.public_url == DEFAULT_PUBLIC_URL else f" --server {settings.public_url}"
     print(
         "\nCalltrack demo is ready.\n"
         f"  Demo shop (carries the snippet):  {base}/demo/\n"
@@ -80,7 +82,7 @@ def prepare_demo(settings: Settings, host: str, port: int) -> None:
         f"    sign in as {DEMO_EMAIL} / {DEMO_PASSWORD}\n"
         f"  Tracking numbers: {', '.join(numbers)}\n"
         "  Ring one (the shop shows yours once you accept the consent banner):\n"
-        f"    calltrack simulate call --to {numbers[0] if numbers else '+33...'} --from +33612345678\n"
+        f"    calltrack simulate call --to {numbers[0] if numbers else '+33...'} --from +33612345678{server}\n"
         f"  Demo site key: {site_key}\n"
         f"  Snippet:\n{snippet_for(site_key, settings.public_url)}\n",
         file=sys.stderr,

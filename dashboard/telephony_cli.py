@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
 from typing import Any
 
@@ -350,6 +352,10 @@ async def cmd_simulate_call(args: argparse.Namespace, settings: Settings) -> int
         args.from_ = to_e164(args.from_, phone_forms(args.to).region)
     except InvalidPhoneNumber as exc:
         raise _fail(str(exc)) from exc
+    if args.server and not os.environ.get("CALLTRACK_PUBLIC_URL", "").strip():
+        # `serve` without CALLTRACK_PUBLIC_URL checks signatures against its own address:
+        # sign for the server named here, as Twilio signs for the URL it posts to.
+        settings = dataclasses.replace(settings, public_url=args.server.rstrip("/"))
     in_process = args.in_process
     if not in_process and not args.server and not await _server_answers(settings.public_url):
         # No server is running here (a fresh shell, a script): play the call against the same
@@ -390,6 +396,12 @@ async def cmd_simulate_call(args: argparse.Namespace, settings: Settings) -> int
         "call": await _with_db(settings, stored),
     }
     print(dumps(output))
+    if result.voice_status == 403:
+        print(
+            "the server refused the carrier's signature: run this command with the server's "
+            f"CALLTRACK_SECRET_KEY and CALLTRACK_PUBLIC_URL (signed for {settings.public_url})",
+            file=sys.stderr,
+        )
     return 0 if result.voice_status == 200 else 1
 
 

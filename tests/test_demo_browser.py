@@ -51,6 +51,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         )
         printed = log.read_text()
         assert "Calltrack demo is ready" in printed and f"{url}/demo/" in printed
+        # Not the default port: the printed `simulate call` names the server it must ring.
+        assert f"--from +33612345678 --server {url}\n" in printed
         line = re.search(r"Tracking numbers: (.+)", printed)
         assert line, printed
         yield Demo(url, [n.strip() for n in line.group(1).split(",")])

@@ -354,6 +354,44 @@ async def test_cli_simulate_call_then_calls_list(
     assert "no Calltrack server answers" in capsys.readouterr().err
 
 
+async def test_cli_simulate_call_rings_a_server_on_another_port(
+    aiohttp_client: ClientFactory,
+    database: Database,
+    database_url: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`serve --port 8099` without CALLTRACK_PUBLIC_URL checks signatures against its own
+    address: `simulate call --server` signs for the server it names, and says why when the
+    server refuses the signature."""
+    import dataclasses
+
+    from tracker.config import DEFAULT_PUBLIC_URL
+
+    clock = FrozenClock()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    app = telephony_app(database_url, clock, public_url=base)
+    client = await aiohttp_client(app, server_kwargs={"port": port})
+    world = await build_world(database, client, clock, provider="simulated")
+    # What a shell without CALLTRACK_PUBLIC_URL reads.
+    monkeypatch.delenv("CALLTRACK_PUBLIC_URL", raising=False)
+    shell = dataclasses.replace(client.app[appkeys.SETTINGS], public_url=DEFAULT_PUBLIC_URL)
+    argv = ("simulate", "call", "--to", world.pool.e164, "--from", CALLER, "--server", base)
+    assert await run_cli(shell, *argv) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["voice_status"] == 200 and shown["call"]["session_id"] == world.session.id
+
+    # A shell configured for another public URL signs for it: refused, and told why.
+    monkeypatch.setenv("CALLTRACK_PUBLIC_URL", "https://elsewhere.example")
+    elsewhere = dataclasses.replace(shell, public_url="https://elsewhere.example")
+    assert await run_cli(elsewhere, *argv) == 1
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["voice_status"] == 403
+    assert "refused the carrier's signature" in printed.err
+    assert "CALLTRACK_SECRET_KEY and CALLTRACK_PUBLIC_URL" in printed.err
+
+
 async def test_cli_buys_and_imports_simulated_numbers(
     aiohttp_client: ClientFactory,
     database: Database,

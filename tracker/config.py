@@ -10,6 +10,8 @@ from pathlib import Path
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/calltrack.sqlite3"
 DEFAULT_SPOOL_DIR = "var/spool"
+# Where commands other than `serve` and `demo` expect the server without CALLTRACK_PUBLIC_URL.
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -86,7 +88,7 @@ def normalise_database_url(url: str) -> str:
 class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
-    public_url: str = "http://127.0.0.1:8080"
+    public_url: str = DEFAULT_PUBLIC_URL
     secret_key: str = field(default_factory=lambda: secrets.token_hex(32))
     geoip_db: str | None = None
     max_body_bytes: int = 64 * 1024
@@ -118,7 +120,7 @@ class Settings:
                 _env("CALLTRACK_DATABASE_URL", DEFAULT_DATABASE_URL) or DEFAULT_DATABASE_URL
             ),
             "redis_url": _env("CALLTRACK_REDIS_URL"),
-            "public_url": (_env("CALLTRACK_PUBLIC_URL", "http://127.0.0.1:8080") or "").rstrip("/"),
+            "public_url": (_env("CALLTRACK_PUBLIC_URL", DEFAULT_PUBLIC_URL) or "").rstrip("/"),
             "secret_key": _env("CALLTRACK_SECRET_KEY") or _dev_secret_key(),
             "geoip_db": _env("CALLTRACK_GEOIP_DB"),
             "max_body_bytes": _int_env("CALLTRACK_MAX_BODY_BYTES", 64 * 1024),
