@@ -16,6 +16,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 from sqlalchemy import delete, select
 from support.app import make_settings
+from support.numbers import random_e164
 from support.proxy import CuttableProxy, forward
 
 from dashboard.app import create_app
@@ -26,7 +27,7 @@ from dashboard.hub.http import publish_call_event
 from tracker import appkeys
 from tracker.clock import FrozenClock
 from tracker.db import Database
-from tracker.models import AuditEntry, Call, LoginSession, Site
+from tracker.models import AuditEntry, BusinessNumber, Call, LoginSession, Site, TrackingNumber
 from tracker.sites import SiteSpec, create_site, get_or_create_account
 from tracker.users import create_user
 
@@ -83,7 +84,9 @@ class Shop:
         ws: aiohttp.ClientWebSocketResponse = await self.client.ws_connect("/console/ws", **kwargs)
         return ws
 
-    async def collect(self, site: Site | None = None, **fields: Any) -> dict[str, Any]:
+    async def collect(
+        self, site: Site | None = None, ip: str = "203.0.113.9", **fields: Any
+    ) -> dict[str, Any]:
         body = {"k": (site or self.site).site_key, "p": secrets.token_hex(8), **fields}
         body.setdefault("t", "pageview")
         if body["t"] == "pageview":
@@ -92,7 +95,7 @@ class Shop:
         response = await self.client.post(
             "/collect",
             data=json.dumps(body),
-            headers={"User-Agent": CHROME, "X-Forwarded-For": "203.0.113.9"},
+            headers={"User-Agent": CHROME, "X-Forwarded-For": ip},
         )
         assert response.status == 200, await response.text()
         result: dict[str, Any] = await response.json()
@@ -546,18 +549,44 @@ async def test_events_lost_while_redis_is_away_make_the_consoles_resync(
 
 @pytest.mark.parametrize("options", [HubOptions(erasure_poll=0.05)])
 async def test_an_erasure_from_the_cli_reaches_the_in_process_hub(
-    shop: Shop, database_url: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    shop: Shop,
+    database: Database,
+    database_url: str,
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`calltrack privacy erase` is another process: without Redis it cannot reach a running
-    embedded server's hub. The server finds the erasure in the audit log, drops the site's
-    kept events (they may name the person) and tells open consoles."""
+    embedded server's hub nor its number pool. The server finds the erasure in the audit log,
+    drops the site's kept events (they may name the person), tells open consoles, and gives
+    the erased visit's number back to the pool; another visitor's stays theirs."""
     from support.cli import run_cli_beside
+
+    from tracker.numbers.pool import pool_key
+
+    numbers = shop.app[appkeys.NUMBERS]
+    async with database.begin() as db:
+        business = await db.scalar(
+            select(BusinessNumber.id).where(BusinessNumber.site_id == shop.site.id)
+        )
+        for _ in range(2):
+            db.add(TrackingNumber(
+                site_id=shop.site.id, business_number_id=business, e164=random_e164(),
+                provider="simulated", kind="pool", state="active", created_at=dt.datetime.now(dt.UTC),
+            ))  # fmt: skip
+    key = pool_key(shop.site.id, business)
+
+    async def holders() -> set[str]:
+        return {lease.session_id for lease in (await numbers.pool.state(key)).held}
 
     ws = await shop.connect()
     await command(ws, 1, "subscribe", sites=None)
-    visit = await shop.collect(ti="Vélos de route")
+    visit = await shop.collect(ti="Vélos de route", c=True)
     seen = (await receive(ws))["event"]
     assert seen["data"]["session"]["id"] == visit["s"]
+    other = await shop.collect(ti="Gravel", c=True, ip="198.51.100.4")
+    await receive(ws)
+    assert visit["s"] != other["s"] and visit["n"] and other["n"]
+    assert await holders() == {visit["s"], other["s"]}
 
     monkeypatch.setenv("CALLTRACK_DATABASE_URL", database_url)
     monkeypatch.setenv("CALLTRACK_SECRET_KEY", shop.app[appkeys.SETTINGS].secret_key)
@@ -568,6 +597,11 @@ async def test_an_erasure_from_the_cli_reaches_the_in_process_hub(
     erased = (await receive(ws))["event"]
     assert erased["kind"] == "visitor.erased" and erased["site"] == shop.site.site_key
     await ws.close()
+    for _ in range(100):  # the next round of the follower, 0.05 s later
+        if await holders() == {other["s"]}:
+            break
+        await asyncio.sleep(0.05)
+    assert await holders() == {other["s"]}
     # A console resuming from before the erasure is not replayed the visit's page: the kept
     # events are gone, so it is told of a gap and takes a snapshot without the person.
     resumed = await shop.connect()

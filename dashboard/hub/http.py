@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashboard.auth import current_auth
 from dashboard.hub import publish_site_event
@@ -35,6 +36,7 @@ from tracker.errors import ApiError
 from tracker.geo import truncate_ip
 from tracker.models import (
     AuditEntry,
+    BusinessNumber,
     Call,
     Cart,
     LoginSession,
@@ -42,6 +44,7 @@ from tracker.models import (
     Site,
     TrackedSession,
 )
+from tracker.numbers.pool import NumberPool, PoolNotLoaded, pool_key
 from tracker.web import client_ip, log_background_failure
 
 log = logging.getLogger("calltrack.hub")
@@ -235,16 +238,20 @@ async def _recheck_logins(app: web.Application) -> None:
 
 
 async def _follow_cli_erasures(app: web.Application, backend: MemoryHub) -> None:
-    """Apply to this in-process hub the erasures that `calltrack privacy erase` made.
+    """Apply to this process the erasures that `calltrack privacy erase` made.
 
     The CLI is another process: it cannot delete the person's events kept here for resuming
-    consoles, nor tell the open ones. Its audit entry names no identifier, only the sites, so
-    each site's kept events are all dropped (resuming consoles take a snapshot instead) and
-    open consoles get `visitor.erased`, within `erasure_poll` seconds of the erasure.
+    consoles, nor tell the open ones, nor free the numbers the in-process pool holds for the
+    person's visits. Its audit entry names no identifier, only the sites, so each site's kept
+    events are all dropped (resuming consoles take a snapshot instead) and open consoles get
+    `visitor.erased`, within `erasure_poll` seconds of the erasure. The visits holding a number
+    of those sites then are looked up one round later (a visit that had just taken its number
+    has its row committed by then): those the erasure deleted give their number back.
     """
     hub, database, clock = app[appkeys.HUB], app[appkeys.DATABASE], app[appkeys.CLOCK]
     mark: int | None = None  # erasures before this server started left nothing here
     done: set[int] = set()
+    suspects: dict[str, set[str]] = {}  # pool → visits holding one of its numbers
     while True:
         await asyncio.sleep(hub.options.erasure_poll)
         try:
@@ -252,6 +259,9 @@ async def _follow_cli_erasures(app: web.Application, backend: MemoryHub) -> None
                 if mark is None:
                     mark = await db.scalar(select(func.max(AuditEntry.id))) or 0
                     continue
+                if suspects:
+                    await _free_numbers_of_erased_visits(app, db, suspects)
+                    suspects = {}
                 # Transactions may commit audit rows out of id order: look a margin back.
                 entries = list(
                     await db.scalars(
@@ -263,25 +273,74 @@ async def _follow_cli_erasures(app: web.Application, backend: MemoryHub) -> None
                         .order_by(AuditEntry.id)
                     )
                 )
+                for entry in entries:
+                    mark = max(mark, entry.id)
+                    detail = entry.detail or {}
+                    if entry.id in done or detail.get("consoles_told", True):
+                        continue
+                    done.add(entry.id)
+                    sites = [int(site) for site in detail.get("sites") or ()]
+                    dropped = backend.drop_history(sites)
+                    for site_id in sites:
+                        await backend.publish(
+                            site_id, "visitor.erased", clock.now().isoformat(), "{}"
+                        )
+                    for pool, holders in (await _holders(app, db, sites)).items():
+                        suspects.setdefault(pool, set()).update(holders)
+                    log.info(
+                        "CLI erasure %s: %d live events dropped on sites %s",
+                        entry.target,
+                        dropped,
+                        sites,
+                    )
         except Exception as exc:
             log_background_failure(
-                log, "could not read erasures from the audit log; trying again later", exc
+                log, "could not apply erasures from the audit log; trying again later", exc
             )
             continue
-        for entry in entries:
-            mark = max(mark, entry.id)
-            detail = entry.detail or {}
-            if entry.id in done or detail.get("consoles_told", True):
-                continue
-            done.add(entry.id)
-            sites = [int(site) for site in detail.get("sites") or ()]
-            dropped = backend.drop_history(sites)
-            for site_id in sites:
-                await backend.publish(site_id, "visitor.erased", clock.now().isoformat(), "{}")
-            log.info(
-                "CLI erasure %s: %d live events dropped on sites %s", entry.target, dropped, sites
-            )
         done = {entry_id for entry_id in done if entry_id > mark - COMMIT_MARGIN}
+
+
+def _pool(app: web.Application) -> NumberPool | None:
+    pool: NumberPool | None = getattr(app.get(appkeys.NUMBERS), "pool", None)
+    return pool
+
+
+async def _holders(app: web.Application, db: AsyncSession, sites: list[int]) -> dict[str, set[str]]:
+    """The visits holding a number of these sites' pools in this process, by pool."""
+    pool = _pool(app)
+    if pool is None or not sites:
+        return {}
+    businesses = await db.execute(
+        select(BusinessNumber.site_id, BusinessNumber.id).where(BusinessNumber.site_id.in_(sites))
+    )
+    found: dict[str, set[str]] = {}
+    for site_id, business_id in businesses:
+        key = pool_key(site_id, business_id)
+        held = {lease.session_id for lease in (await pool.state(key)).held}
+        if held:
+            found[key] = held
+    return found
+
+
+async def _free_numbers_of_erased_visits(
+    app: web.Application, db: AsyncSession, suspects: dict[str, set[str]]
+) -> None:
+    pool = _pool(app)
+    if pool is None:
+        return
+    everyone = set().union(*suspects.values())
+    alive = set(await db.scalars(select(TrackedSession.id).where(TrackedSession.id.in_(everyone))))
+    freed = 0
+    for key, holders in suspects.items():
+        for session_id in holders - alive:
+            try:
+                if await pool.release(key, session_id, app[appkeys.CLOCK].now()) is not None:
+                    freed += 1
+            except PoolNotLoaded:
+                break  # dropped since (no numbers left): nobody holds anything there
+    if freed:
+        log.info("CLI erasure: %d numbers of erased visits given back to the pool", freed)
 
 
 async def _close_consoles(app: web.Application) -> None:
