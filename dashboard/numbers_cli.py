@@ -30,6 +30,7 @@ from tracker.numbers.advise import advise
 from tracker.numbers.rules import SourceRule, parse_rule
 from tracker.numbers.service import NumberService, number_service_for
 from tracker.phones import InvalidPhoneNumber, to_e164
+from tracker.privacy.register import apply_register_fields
 from tracker.sites import CONSENT_MODES, POOL_EXHAUSTION, add_business_number, site_by_key
 
 # A hold shorter than the snippet's 30 s ping would drop a visitor's number between two pings;
@@ -251,6 +252,7 @@ async def cmd_site_set(args: argparse.Namespace, settings: Settings) -> int:
         if args.consent_mode is not None:
             site.consent_mode = args.consent_mode
         changed = apply_contact_settings(site, _wanted_contact_settings(args, site))
+        changed.update(apply_register_fields(site, args.register or []))
         pool_after = (site.lease_hold_minutes, site.pool_exhaustion, site.consent_mode)
         for name, before, after in zip(
             ("hold_minutes", "exhaustion", "consent_mode"), pool_before, pool_after, strict=True
@@ -266,6 +268,12 @@ async def cmd_site_set(args: argparse.Namespace, settings: Settings) -> int:
             "exhaustion": site.pool_exhaustion,
             "consent_mode": site.consent_mode,
             **ContactSettings.of(site).as_json(),
+            # Only once set, so scripts reading the other fields see the same object as before.
+            **(
+                {"register": register}
+                if (register := (site.settings or {}).get("register"))
+                else {}
+            ),
         }
 
     emit(await with_db(settings, work))
@@ -347,6 +355,13 @@ def register(commands: Any) -> Any:
         )
         settings.add_argument(
             "--timezone", metavar="ZONE", help="IANA time zone of the hours, e.g. Europe/Paris"
+        )
+        settings.add_argument(
+            "--register",
+            action="append",
+            metavar="FIELD=TEXT",
+            help="what the record of processing needs from the merchant: controller, dpo, "
+            'hosting, transfers (";" between transfers); an empty TEXT clears it; repeatable',
         )
         settings.set_defaults(handler=cmd_site_set)
 

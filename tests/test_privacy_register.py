@@ -154,3 +154,83 @@ async def test_breach_report_covers_one_account_or_the_whole_installation(
         everyone = await breach_report(db, None, since, until)
     assert set(one.actors) == {"ana@ours.fr"}
     assert {"ana@ours.fr", "bob@theirs.fr"} <= set(everyone.actors)
+
+
+def test_the_merchant_fills_in_the_register_from_the_command_line(
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """What only the merchant knows (controller, DPO, hosting, transfers) had no way in but
+    editing the database: `site set --register FIELD=TEXT` sets it, audited."""
+    import json
+
+    async def seed() -> Site:
+        database = Database(database_url)
+        try:
+            return await make_site(database)
+        finally:
+            await database.close()
+
+    site = asyncio.run(seed())
+    monkeypatch.setenv("CALLTRACK_DATABASE_URL", database_url)
+    monkeypatch.setenv("CALLTRACK_SECRET_KEY", "cli-test-" + "k" * 40)  # no var/ file
+    code = main(["site", "set", "--site", site.site_key,
+                 "--register", "controller=Vélos Martin SARL, 12 rue de la Gare, Lyon",
+                 "--register", "dpo=dpo@velos-martin.fr",
+                 "--register", "hosting=OVHcloud, Roubaix (FR)",
+                 "--register", "transfers=Google Ads (US, SCC); Brevo (FR)"])  # fmt: skip
+    assert code == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["register"] == {
+        "controller": "Vélos Martin SARL, 12 rue de la Gare, Lyon",
+        "dpo": "dpo@velos-martin.fr",
+        "hosting": "OVHcloud, Roubaix (FR)",
+        "transfers": ["Google Ads (US, SCC)", "Brevo (FR)"],
+    }
+    output = tmp_path / "register.md"
+    assert main(["privacy", "register", "--site", site.site_key, "--lang", "en",
+                 "--output", str(output)]) == 0  # fmt: skip
+    text = output.read_text(encoding="utf-8")
+    for typed in ("Vélos Martin SARL, 12 rue de la Gare, Lyon", "dpo@velos-martin.fr",
+                  "OVHcloud, Roubaix (FR)", "Google Ads (US, SCC)", "Brevo (FR)"):  # fmt: skip
+        assert typed in text
+    assert "(to be completed by the controller)" not in text
+
+    # An empty text clears a field; the placeholder is back for it.
+    capsys.readouterr()
+    assert main(["site", "set", "--site", site.site_key, "--register", "dpo="]) == 0
+    assert "dpo" not in json.loads(capsys.readouterr().out)["register"]
+    assert main(["privacy", "register", "--site", site.site_key, "--lang", "en",
+                 "--output", str(output)]) == 0  # fmt: skip
+    assert "(to be completed by the controller)" in output.read_text(encoding="utf-8")
+
+    # Bad input: exit 2 with the code, nothing changed.
+    capsys.readouterr()
+    for wrong, expected in (("owner=Me", "invalid_register_field"), ("dpo", "invalid_register_field"),
+                            ("dpo=a\nb", "invalid_register_text")):  # fmt: skip
+        assert main(["site", "set", "--site", site.site_key, "--register", wrong]) == 2
+        assert expected in capsys.readouterr().err
+
+    async def audited() -> list[dict[str, object]]:
+        from sqlalchemy import select
+
+        from tracker.models import AuditEntry
+
+        database = Database(database_url)
+        try:
+            async with database.sessions() as db:
+                entries = await db.scalars(
+                    select(AuditEntry)
+                    .where(AuditEntry.target == f"site:{site.id}")
+                    .order_by(AuditEntry.id)
+                )
+                return [dict(entry.detail["changed"]) for entry in entries]
+        finally:
+            await database.close()
+
+    changes = asyncio.run(audited())
+    assert len(changes) == 2
+    assert changes[0]["register.dpo"] == [None, "dpo@velos-martin.fr"]
+    assert changes[1] == {"register.dpo": ["dpo@velos-martin.fr", None]}

@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.config import Settings
+from tracker.errors import ApiError
 from tracker.models import Account, ContactRequest, Site, TrackingNumber, User, WebhookEndpoint
 from tracker.privacy.retention import DATA_CLASSES, retention_months
 
@@ -226,6 +227,54 @@ _SECURITY: dict[str, dict[str, str]] = {
     "webhooks": {"en": "Carrier webhooks authenticated by signature", "fr": "Webhooks de l'opérateur authentifiés par signature"},
     "purge": {"en": "Automatic purge of expired data", "fr": "Purge automatique des données expirées"},
 }  # fmt: skip
+
+
+# What only the merchant knows, kept in Site.settings["register"]: `site set --register`.
+REGISTER_FIELDS = ("controller", "dpo", "hosting", "transfers")
+MAX_REGISTER_TEXT = 500
+
+
+def apply_register_fields(site: Site, assignments: list[str]) -> dict[str, list[Any]]:
+    """Apply "field=text" assignments (an empty text clears the field); return what changed.
+
+    `transfers` lists transfers outside the EU/EEA, separated by ";".
+    """
+    current: dict[str, Any] = dict((site.settings or {}).get("register") or {})
+    wanted = dict(current)
+    for assignment in assignments:
+        name, equals, text = assignment.partition("=")
+        name, text = name.strip().lower(), text.strip()
+        if not equals or name not in REGISTER_FIELDS:
+            raise ApiError(
+                "invalid_register_field",
+                f"--register takes FIELD=TEXT with FIELD one of {', '.join(REGISTER_FIELDS)}; "
+                f"got {assignment!r}",
+            )
+        if len(text) > MAX_REGISTER_TEXT or any(ord(ch) < 32 for ch in text):
+            raise ApiError(
+                "invalid_register_text",
+                f"the {name} text must be one line of at most {MAX_REGISTER_TEXT} characters",
+            )
+        value: Any = (
+            [t.strip() for t in text.split(";") if t.strip()] if name == "transfers" else text
+        )
+        if value:
+            wanted[name] = value
+        else:
+            wanted.pop(name, None)
+    changed = {
+        f"register.{name}": [current.get(name), wanted.get(name)]
+        for name in REGISTER_FIELDS
+        if current.get(name) != wanted.get(name)
+    }
+    if changed:
+        settings = dict(site.settings or {})
+        if wanted:
+            settings["register"] = wanted
+        else:
+            settings.pop("register", None)
+        site.settings = settings
+    return changed
 
 
 def _t(key: str, lang: str, **values: Any) -> str:
