@@ -252,6 +252,29 @@ PRIVACY_TEXTS: dict[str, dict[str, str]] = {
     "privacy.latest": {"en": "Latest {n} entries.", "fr": "{n} dernières entrées."},
     "privacy.language": {"en": "Language", "fr": "Langue"},
     "privacy.show": {"en": "Show", "fr": "Afficher"},
+    "privacy.reg_yours": {"en": "What only you know", "fr": "Ce que vous seul savez"},
+    "privacy.reg_yours_hint": {
+        "en": "The record is generated from the site's configuration; these details come from "
+        "you. An empty field shows as “to be completed”.",
+        "fr": "Le registre est généré à partir de la configuration du site ; ces informations "
+        "viennent de vous. Un champ vide apparaît « à compléter ».",
+    },
+    "privacy.reg_controller": {
+        "en": "Controller (name, address)",
+        "fr": "Responsable du traitement (nom, adresse)",
+    },
+    "privacy.reg_dpo": {
+        "en": "Data protection officer (contact)",
+        "fr": "Délégué à la protection des données (contact)",
+    },
+    "privacy.reg_hosting": {
+        "en": "Hosting (provider, location)",
+        "fr": "Hébergement (prestataire, lieu)",
+    },
+    "privacy.reg_transfers": {
+        "en": "Transfers outside the EU/EEA, one per line (with their safeguard)",
+        "fr": "Transferts hors UE/EEE, un par ligne (avec leur garantie)",
+    },
     "privacy.markdown": {"en": "Markdown", "fr": "Markdown"},
     "privacy.html": {"en": "HTML (print to PDF)", "fr": "HTML (imprimer en PDF)"},
     "privacy.breach_intro": {
@@ -312,6 +335,8 @@ form.inline button{padding:4px 10px;font-size:13px}
 .grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:14px}
 .register h1{font-size:20px}.register h2{font-size:16px;color:var(--brand);margin-top:18px}
 .register table th{text-transform:none;letter-spacing:0;font-size:13px;color:var(--ink)}
+.register-form label{display:block;margin:10px 0 0}
+.register-form input,.register-form textarea{display:block;width:100%;box-sizing:border-box;margin-top:4px}
 .muted.small{font-size:13px}
 </style>"""
 
@@ -1214,6 +1239,7 @@ async def register_page(request: web.Request) -> web.Response:
     doc_lang = request.query.get("doc", ctx.lang)
     doc_lang = doc_lang if doc_lang in register.LANGUAGES else "en"
     fmt = request.query.get("format", "")
+    notice = ""
     async with request.app[appkeys.DATABASE].begin() as db:
         sites = await _sites(db, ctx.account_id)
         if not sites:
@@ -1222,6 +1248,12 @@ async def register_page(request: web.Request) -> web.Response:
             return _page(ctx, tr("privacy.register"), body, f"{BASE}/register")
         wanted = request.query.get("site", sites[0].site_key)
         site = next((s for s in sites if s.site_key == wanted), sites[0])
+        if request.method == "POST":
+            try:
+                await _update_register(ctx, db, site)
+            except ApiError as exc:
+                return _error_page(ctx, exc, f"{BASE}/register")
+            notice = tr("privacy.saved")
         document = await register.build_register(
             db, site, request.app[appkeys.SETTINGS], doc_lang, ctx.now
         )
@@ -1251,9 +1283,50 @@ async def register_page(request: web.Request) -> web.Response:
         f'<button type="submit">{escape(tr("privacy.show"))}</button>'
         f'<a class="muted" href="{BASE}/register?{base_q}&amp;format=md">{escape(tr("privacy.markdown"))}</a>'
         f'<a class="muted" href="{BASE}/register?{base_q}&amp;format=html">{escape(tr("privacy.html"))}</a>'
-        f'</div></form><article class="card register" lang="{doc_lang}">{register.to_html_fragment(document)}</article>'
+        f'</div></form>'
+        + (f'<p class="notice" role="status">{escape(notice)}</p>' if notice else "")
+        + _register_form(ctx, site, doc_lang)
+        + f'<article class="card register" lang="{doc_lang}">{register.to_html_fragment(document)}</article>'
     )  # fmt: skip
     return _page(ctx, tr("privacy.register"), body, f"{BASE}/register")
+
+
+async def _update_register(ctx: Ctx, db: AsyncSession, site: Site) -> None:
+    """Store what the form changed of the merchant's own details (audited when it changes)."""
+    form = await _form(ctx)
+    assignments = []
+    for name in register.REGISTER_FIELDS:
+        if name in form:
+            text = str(form[name])
+            if name == "transfers":
+                text = ";".join(text.splitlines())
+            assignments.append(f"{name}={text}")
+    changed = register.apply_register_fields(site, assignments)
+    if changed:
+        await _audit(db, ctx, "privacy.register_update", f"sites:{site.id}", changed=changed)
+
+
+def _register_form(ctx: Ctx, site: Site, doc_lang: str) -> str:
+    tr = ctx.tr
+    typed: dict[str, Any] = (site.settings or {}).get("register") or {}
+    query = urlencode({"site": site.site_key, "doc": doc_lang})
+    rows = []
+    for name in ("controller", "dpo", "hosting"):
+        rows.append(
+            f'<label>{escape(tr(f"privacy.reg_{name}"))}<input type="text" name="{name}" '
+            f'maxlength="{register.MAX_REGISTER_TEXT}" value="{escape(str(typed.get(name, "")))}"></label>'
+        )  # fmt: skip
+    transfers = "\n".join(str(t) for t in typed.get("transfers") or [])
+    rows.append(
+        f'<label>{escape(tr("privacy.reg_transfers"))}<textarea name="transfers" rows="3">'
+        f"{escape(transfers)}</textarea></label>"
+    )
+    return (
+        f'<form class="card register-form" method="post" action="{BASE}/register?{escape(query)}">'
+        f'{_csrf(ctx)}<h2>{escape(tr("privacy.reg_yours"))}</h2>'
+        f'<p class="muted small">{escape(tr("privacy.reg_yours_hint"))}</p>{"".join(rows)}'
+        f'<div class="actions"><button type="submit">{escape(tr("privacy.save"))}</button></div></form>'
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1364,4 +1437,5 @@ def setup(app: web.Application, export_dir: Path | None = None) -> None:
     router.add_get(f"{BASE}/audit", audit_page)
     router.add_get(f"{BASE}/audit.csv", audit_csv)
     router.add_get(f"{BASE}/register", register_page)
+    router.add_post(f"{BASE}/register", register_page)
     router.add_get(f"{BASE}/breach", breach_page)

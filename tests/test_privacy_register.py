@@ -6,8 +6,10 @@ import asyncio
 import datetime as dt
 import secrets
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import select
 from support.app import make_settings
 
 from dashboard.cli import main
@@ -214,8 +216,6 @@ def test_the_merchant_fills_in_the_register_from_the_command_line(
         assert expected in capsys.readouterr().err
 
     async def audited() -> list[dict[str, object]]:
-        from sqlalchemy import select
-
         from tracker.models import AuditEntry
 
         database = Database(database_url)
@@ -234,3 +234,58 @@ def test_the_merchant_fills_in_the_register_from_the_command_line(
     assert len(changes) == 2
     assert changes[0]["register.dpo"] == [None, "dpo@velos-martin.fr"]
     assert changes[1] == {"register.dpo": ["dpo@velos-martin.fr", None]}
+
+
+async def test_a_dpo_fills_in_the_register_on_its_page(
+    aiohttp_client: Any, database: Database, database_url: str
+) -> None:
+    from test_audit_matrix import add_user, sign_in
+
+    from dashboard.app import create_app
+    from tracker.models import Account, AuditEntry
+
+    site = await make_site(database)
+    async with database.sessions() as db:
+        account = await db.get(Account, site.account_id)
+        assert account is not None
+    client = await aiohttp_client(create_app(make_settings(database_url)))
+    csrf = await sign_in(client, database, await add_user(database, account.name, "dpo"))
+    page = await client.get(f"/dashboard/privacy/register?site={site.site_key}&doc=fr")
+    assert page.status == 200
+    text = await page.text()
+    assert 'name="controller"' in text and "(à compléter par le responsable)" in text
+
+    form = {
+        "csrf": csrf,
+        "controller": "Vélos Martin SARL, 12 rue de la Gare, Lyon",
+        "dpo": "dpo@velos-martin.fr",
+        "hosting": "OVHcloud, Roubaix",
+        "transfers": "Google Ads (US, SCC)\r\nBrevo <FR>\r\n",
+    }
+    url = f"/dashboard/privacy/register?site={site.site_key}&doc=fr"
+    saved = await client.post(url, data=form)
+    assert saved.status == 200
+    text = await saved.text()
+    assert "Saved." in text and "(à compléter par le responsable)" not in text
+    assert "Vélos Martin SARL, 12 rue de la Gare, Lyon" in text and "Brevo &lt;FR&gt;" in text
+    async with database.sessions() as db:
+        stored = await db.get(Site, site.id)
+        assert stored is not None
+        assert stored.settings["register"]["transfers"] == ["Google Ads (US, SCC)", "Brevo <FR>"]
+        entry = await db.scalar(
+            select(AuditEntry)
+            .where(AuditEntry.action == "privacy.register_update")
+            .where(AuditEntry.target == f"sites:{site.id}")
+        )
+    assert entry is not None and entry.detail["changed"]["register.dpo"] == [None, form["dpo"]]
+
+    # Without the CSRF token nothing changes; a line too long is refused with its reason.
+    refused = await client.post(url, data={**form, "csrf": "", "dpo": "someone@else.fr"})
+    assert refused.status == 403
+    too_long = await client.post(url, data={**form, "hosting": "x" * 501})
+    assert too_long.status == 400 and "500 characters" in await too_long.text()
+    async with database.sessions() as db:
+        stored = await db.get(Site, site.id)
+        assert stored is not None
+        assert stored.settings["register"]["dpo"] == "dpo@velos-martin.fr"
+        assert stored.settings["register"]["hosting"] == "OVHcloud, Roubaix"
