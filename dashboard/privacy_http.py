@@ -335,6 +335,7 @@ form.inline button{padding:4px 10px;font-size:13px}
 .grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(320px,1fr));gap:14px}
 .register h1{font-size:20px}.register h2{font-size:16px;color:var(--brand);margin-top:18px}
 .register table th{text-transform:none;letter-spacing:0;font-size:13px;color:var(--ink)}
+.register td:first-child{white-space:normal}
 .register-form label{display:block;margin:10px 0 0}
 .register-form input,.register-form textarea{display:block;width:100%;box-sizing:border-box;margin-top:4px}
 .muted.small{font-size:13px}
