@@ -114,10 +114,10 @@ async def test_what_the_merchant_typed_is_escaped_in_html(database: Database) ->
     assert "(to be completed by the controller)" in html
 
 
-@pytest.mark.parametrize("fmt", ["md", "html"])
-def test_cli_register(
-    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
-) -> None:
+@pytest.fixture
+def cli_site(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Site:
+    """A site, and the environment for `calltrack` commands to reach its database."""
+
     async def seed() -> Site:
         database = Database(database_url)
         try:
@@ -125,9 +125,14 @@ def test_cli_register(
         finally:
             await database.close()
 
-    site = asyncio.run(seed())
     monkeypatch.setenv("CALLTRACK_DATABASE_URL", database_url)
     monkeypatch.setenv("CALLTRACK_SECRET_KEY", "cli-test-" + "k" * 40)  # no var/ file
+    return asyncio.run(seed())
+
+
+@pytest.mark.parametrize("fmt", ["md", "html"])
+def test_cli_register(cli_site: Site, tmp_path: Path, fmt: str) -> None:
+    site = cli_site
     output = tmp_path / f"register.{fmt}"
     code = main(["privacy", "register", "--site", site.site_key, "--lang", "fr", "--format", fmt,
                  "--output", str(output)])  # fmt: skip
@@ -159,25 +164,13 @@ async def test_breach_report_covers_one_account_or_the_whole_installation(
 
 
 def test_the_merchant_fills_in_the_register_from_the_command_line(
-    database_url: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    cli_site: Site, database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """What only the merchant knows (controller, DPO, hosting, transfers) had no way in but
     editing the database: `site set --register FIELD=TEXT` sets it, audited."""
     import json
 
-    async def seed() -> Site:
-        database = Database(database_url)
-        try:
-            return await make_site(database)
-        finally:
-            await database.close()
-
-    site = asyncio.run(seed())
-    monkeypatch.setenv("CALLTRACK_DATABASE_URL", database_url)
-    monkeypatch.setenv("CALLTRACK_SECRET_KEY", "cli-test-" + "k" * 40)  # no var/ file
+    site = cli_site
     code = main(["site", "set", "--site", site.site_key,
                  "--register", "controller=Vélos Martin SARL, 12 rue de la Gare, Lyon",
                  "--register", "dpo=dpo@velos-martin.fr",
