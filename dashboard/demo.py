@@ -28,16 +28,17 @@ _PRODUCTS = [
 
 _STYLE = """
 body{font:16px/1.5 system-ui,sans-serif;margin:0;color:#1d2733;background:#f6f7f9}
-header{background:#12355b;color:#fff;padding:14px 24px;display:flex;gap:24px;align-items:center}
+header{background:#12355b;color:#fff;padding:14px 24px;display:flex;flex-wrap:wrap;gap:8px 24px;
+align-items:center}
 header a{color:#fff;text-decoration:none;margin-right:14px}
-header .phone{margin-left:auto;font-weight:600}
+header .phone{margin-left:auto;font-weight:600;white-space:nowrap}
 main{max-width:920px;margin:24px auto;padding:0 16px}
 .card{background:#fff;border-radius:8px;padding:16px 20px;margin:12px 0;box-shadow:0 1px 3px #0002}
 button{background:#12355b;color:#fff;border:0;border-radius:6px;padding:8px 14px;cursor:pointer}
 table{border-collapse:collapse;width:100%;background:#fff}
 td,th{padding:6px 8px;border-bottom:1px solid #e3e6ea;text-align:left;font-size:14px;vertical-align:top}
 .muted{color:#667}
-.banner{position:fixed;bottom:0;left:0;right:0;background:#fff;border-top:2px solid #12355b;
+.banner{position:fixed;bottom:0;left:0;right:0;z-index:2147483647;background:#fff;border-top:2px solid #12355b;
 padding:12px 24px;display:flex;gap:12px;align-items:center}
 """
 

@@ -581,6 +581,34 @@ def test_the_widget_keeps_the_keyboard_inside_and_says_when_it_is_closed(
         stack.query(set_site_settings(stack, {"contact_widget": True}))
 
 
+def test_on_a_phone_the_launcher_is_a_round_button_that_leaves_the_page_usable(
+    stack: Stack, browser: Browser
+) -> None:
+    """A pill with its label covered half the width of a phone's bottom edge, where merchants
+    put cookie banners and sticky "add to cart" bars: there it is an icon with the same name."""
+    context = browser.new_context(
+        locale="fr-FR",
+        # A phone's width in CSS pixels, as on a page with <meta name="viewport">.
+        viewport={"width": 390, "height": 780},
+        user_agent=f"{DESKTOP_CHROME} {secrets.token_hex(4)}",
+    )
+    page = context.new_page()
+    errors = watch(page)
+    page.goto(f"{stack.merchant.url}/velos/gravel")
+    launcher = page.get_by_role("button", name="Être rappelé")
+    expect(launcher).to_be_visible()
+    box = launcher.bounding_box()
+    assert box is not None and box["width"] <= 64 and box["height"] <= 64, box
+    assert box["x"] > 390 - 64 - 24 and box["y"] > 780 - 64 - 24, box  # bottom-right corner
+    launcher.click()
+    dialog = page.get_by_role("dialog", name="Être rappelé")
+    expect(dialog).to_be_visible()
+    wide = dialog.bounding_box()
+    assert wide is not None and wide["width"] >= 390 - 2 * 12 - 1, wide
+    assert errors == []
+    context.close()
+
+
 CLOSED = {"sun": [["03:00", "03:01"]]}
 
 

@@ -100,7 +100,10 @@ textarea{resize:vertical;min-height:64px}
 .toast p{margin:0}
 .toast .x{font-size:20px}
 :focus-visible{outline:3px solid #f0b400;outline-offset:2px}
-@media (max-width:480px){.dlg{right:12px;left:12px;bottom:12px;width:auto}}
+@media (max-width:480px){.dlg{right:12px;left:12px;bottom:12px;width:auto}
+  .launch{right:14px;bottom:14px;padding:15px}.launch svg{width:22px;height:22px}
+  .launch span{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
+  .toast{right:12px;left:12px;bottom:80px;max-width:none}}
 @media (prefers-reduced-motion:no-preference){.dlg{animation:up .18s ease-out}
   @keyframes up{from{transform:translateY(12px);opacity:0}to{transform:none;opacity:1}}}`;
 
