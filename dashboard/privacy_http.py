@@ -1251,6 +1251,8 @@ async def register_page(request: web.Request) -> web.Response:
         site = next((s for s in sites if s.site_key == wanted), sites[0])
         if request.method == "POST":
             try:
+                if site.site_key != wanted:  # never another site than the one named
+                    raise ApiError("unknown_site", "no such site in this account", status=404)
                 await _update_register(ctx, db, site)
             except ApiError as exc:
                 return _error_page(ctx, exc, f"{BASE}/register")

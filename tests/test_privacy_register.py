@@ -272,7 +272,10 @@ async def test_a_dpo_fills_in_the_register_on_its_page(
         )
     assert entry is not None and entry.detail["changed"]["register.dpo"] == [None, form["dpo"]]
 
-    # Without the CSRF token nothing changes; a line too long is refused with its reason.
+    # Without the CSRF token nothing changes; a line too long is refused with its reason; an
+    # unknown site (another account's, say) is not taken for the first one.
+    unknown = await client.post("/dashboard/privacy/register?site=ct-nope", data=form)
+    assert unknown.status == 404
     refused = await client.post(url, data={**form, "csrf": "", "dpo": "someone@else.fr"})
     assert refused.status == 403
     too_long = await client.post(url, data={**form, "hosting": "x" * 501})
