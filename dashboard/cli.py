@@ -13,6 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from tracker.audit import audit
 from tracker.clock import SystemClock
 from tracker.config import Settings
 from tracker.db import Database, migrate_sync
@@ -25,7 +26,14 @@ from tracker.sites import (
     list_sites,
     site_summary,
 )
-from tracker.users import create_user
+from tracker.users import (
+    change_user,
+    create_user,
+    end_sign_ins,
+    set_disabled,
+    set_password,
+    user_by_email,
+)
 
 Command = Callable[[argparse.Namespace, Settings], Coroutine[Any, Any, int]]
 
@@ -172,6 +180,31 @@ def _read_password(args: argparse.Namespace) -> str:
     return password
 
 
+def cli_actor() -> str:
+    """Name the person at the terminal in the audit log."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:
+        return "cli"
+
+
+async def _audit_user(db: Any, user: Any, action: str, **detail: Any) -> None:
+    await audit(db, action=action, at=SystemClock().now(), actor=cli_actor(),
+                account_id=user.account_id, target=f"user:{user.id}", **detail)  # fmt: skip
+
+
+def _user_json(user: Any, account: str) -> dict[str, object]:
+    return {
+        "id": user.id,
+        "email": user.email,
+        "role": user.role,
+        "account": account,
+        "language": user.language,
+        "created_at": user.created_at.isoformat(),
+        "disabled_at": user.disabled_at.isoformat() if user.disabled_at else None,
+    }
+
+
 async def cmd_user_create(args: argparse.Namespace, settings: Settings) -> int:
     password = _read_password(args)
 
@@ -179,7 +212,60 @@ async def cmd_user_create(args: argparse.Namespace, settings: Settings) -> int:
         clock = SystemClock()
         account = await get_or_create_account(db, args.account, clock)
         user = await create_user(db, account, args.email, password, args.role, clock)
+        await _audit_user(db, user, "user.created", role=user.role)
         return {"id": user.id, "email": user.email, "role": user.role, "account": account.name}
+
+    emit(await with_db(settings, work))
+    return 0
+
+
+async def cmd_user_list(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy import select
+
+    from tracker.models import Account, User
+
+    async def work(db: Any) -> list[dict[str, object]]:
+        query = select(User, Account.name).join(Account, Account.id == User.account_id)
+        if args.account:
+            query = query.where(Account.name == args.account)
+        rows = list(await db.execute(query.order_by(Account.name, User.email)))
+        # Staff emails are personal data: who listed them is kept, once per account shown.
+        for account_id in sorted({user.account_id for user, _ in rows}):
+            await audit(db, action="user.list", at=SystemClock().now(), actor=cli_actor(),
+                        account_id=account_id)  # fmt: skip
+        return [_user_json(user, name) for user, name in rows]
+
+    emit(await with_db(settings, work))
+    return 0
+
+
+async def cmd_user_change(args: argparse.Namespace, settings: Settings) -> int:
+    """`user disable|enable|set|password`: one user, by email; audited; prints the user."""
+    from tracker.models import Account
+
+    password = _read_password(args) if args.user_command == "password" else None
+
+    async def work(db: Any) -> dict[str, object]:
+        user = await user_by_email(db, args.email)
+        ended = 0
+        if args.user_command in ("disable", "enable"):
+            disabled = args.user_command == "disable"
+            if (user.disabled_at is not None) != disabled:
+                ended = await set_disabled(db, user, disabled, SystemClock().now())
+                await _audit_user(db, user, f"user.{args.user_command}d", sign_ins_ended=ended)
+        elif args.user_command == "set":
+            changed = change_user(user, role=args.role, language=args.language)
+            if "role" in changed:
+                # What the user may see changed: their open pages and consoles sign in again.
+                ended = await end_sign_ins(db, user)
+            if changed:
+                await _audit_user(db, user, "user.changed", changed=changed, sign_ins_ended=ended)
+        else:
+            assert password is not None
+            ended = await set_password(db, user, password)
+            await _audit_user(db, user, "user.password_changed", sign_ins_ended=ended)
+        account = await db.get(Account, user.account_id)
+        return {**_user_json(user, account.name if account else ""), "sign_ins_ended": ended}
 
     emit(await with_db(settings, work))
     return 0
@@ -228,6 +314,23 @@ def build_parser() -> argparse.ArgumentParser:
     user_create.add_argument("--account", default="default")
     user_create.add_argument("--password-stdin", action="store_true")
     user_create.set_defaults(handler=cmd_user_create)
+    user_list = user.add_parser("list", help="list users as JSON (audited)")
+    user_list.add_argument("--account")
+    user_list.set_defaults(handler=cmd_user_list)
+    for name, text in (
+        ("disable", "refuse a user's sign-in and sign them out everywhere (someone who left)"),
+        ("enable", "let a disabled user sign in again"),
+        ("set", "change a user's role (signs them out everywhere) or language"),
+        ("password", "set a new password and sign the user out everywhere"),
+    ):
+        change = user.add_parser(name, help=text)
+        change.add_argument("--email", required=True)
+        if name == "set":
+            change.add_argument("--role", choices=["admin", "marketer", "advisor", "dpo"])
+            change.add_argument("--language", choices=["en", "fr"])
+        if name == "password":
+            change.add_argument("--password-stdin", action="store_true")
+        change.set_defaults(handler=cmd_user_change)
 
     from dashboard import cli_extra
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import getpass
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dashboard.cli import emit, with_db
+from dashboard.cli import cli_actor, emit, with_db
 from dashboard.site_settings import (
     ContactSettings,
     apply_contact_settings,
@@ -39,14 +38,6 @@ MIN_HOLD_MINUTES = 1
 MAX_HOLD_MINUTES = 24 * 60
 
 Work = Callable[[AsyncSession, NumberService], Awaitable[Any]]
-
-
-def cli_actor() -> str:
-    """Name the person at the terminal in the audit log, as the privacy commands do."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:
-        return "cli"
 
 
 async def _with_service(

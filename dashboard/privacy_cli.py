@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import getpass
 import shutil
 import signal
 import sys
@@ -22,7 +21,7 @@ from typing import Any, TextIO
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dashboard.cli import CliError, emit
+from dashboard.cli import CliError, cli_actor, emit
 from dashboard.reports import rollup
 from tracker.audit import audit
 from tracker.clock import SystemClock
@@ -40,13 +39,6 @@ from tracker.privacy.hashing import subject_ref
 from tracker.privacy.rectify import RECTIFIABLE, rectify
 from tracker.privacy.restrict import lift_restriction, restrict_person
 from tracker.sites import site_by_key
-
-
-def _actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except Exception:
-        return "cli"
 
 
 @contextlib.asynccontextmanager
@@ -94,7 +86,7 @@ async def _audit(db: AsyncSession, person_or_account: Person | int | None, actio
         else person_or_account
     )
     await audit(
-        db, action=action, at=now, actor=_actor(), account_id=account, target=target, **detail
+        db, action=action, at=now, actor=cli_actor(), account_id=account, target=target, **detail
     )
 
 
@@ -153,7 +145,7 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         now = SystemClock().now()
         result = await export_person(
             db, person, directory=Path(args.export_dir), secret_key=settings.secret_key,
-            actor=_actor(), now=now,
+            actor=cli_actor(), now=now,
             site_id=person.scope.site_ids[0] if person.scope.site_ids else None,
         )  # fmt: skip
         await _audit(db, person, "privacy.export", now, f"privacy_exports:{result.record.id}",
@@ -248,7 +240,7 @@ async def cmd_restrict(args: argparse.Namespace, settings: Settings) -> int:
         if args.lift:
             count = await lift_restriction(db, person)
         else:
-            count = await restrict_person(db, person, actor=_actor(), now=now)
+            count = await restrict_person(db, person, actor=cli_actor(), now=now)
         await rollup.mark_person_dirty(db, person, now)
         await _audit(db, person, "privacy.restrict_lift" if args.lift else "privacy.restrict",
                      now, subject=person.subject(settings.secret_key),
@@ -278,7 +270,7 @@ async def cmd_exclude(args: argparse.Namespace, settings: Settings) -> int:
             emit({"removed": removed})
             return 0
         entry, created = await add_exclusion(db, site.account_id, query,
-                                             secret_key=settings.secret_key, actor=_actor(),
+                                             secret_key=settings.secret_key, actor=cli_actor(),
                                              now=now)  # fmt: skip
         await _audit(db, site.account_id, "privacy.exclude", now, f"privacy_exclusions:{entry.id}",
                      subject=subject, kind=query.kind, added=int(created))  # fmt: skip

@@ -117,3 +117,92 @@ async def test_forms_that_are_not_utf8_get_a_400_not_a_500(
         response = await client.post(path, data=body, headers={"Content-Type": content_type})
         assert response.status == 400, (path, await response.text())
         assert (await response.json())["error"]["code"] == "invalid_form"
+
+
+async def test_an_admin_manages_users_from_the_command_line(
+    aiohttp_client: ClientFactory,
+    database_url: str,
+    database: Database,
+    monkeypatch: Any,
+    capsys: Any,
+) -> None:
+    """Someone who leaves is disabled and signed out at once; a password is replaced and the
+    sign-ins made with the old one end; a role change takes effect on the next sign-in."""
+    import json
+
+    from support.cli import run_cli_beside
+
+    monkeypatch.setenv("CALLTRACK_DATABASE_URL", database_url)
+    monkeypatch.setenv("CALLTRACK_SECRET_KEY", "cli-test-" + "k" * 40)  # no var/ file
+    client = await aiohttp_client(create_app(make_settings(database_url)))
+    email = await make_user(database, "marketer")
+
+    async def cli(*argv: str, stdin: str | None = None) -> tuple[int, Any]:
+        if stdin is not None:
+            import io
+
+            monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        code = await run_cli_beside(list(argv))
+        out, err = capsys.readouterr()
+        return code, json.loads(out) if code == 0 else err
+
+    async def sign_in(password: str = PASSWORD) -> int:
+        client.session.cookie_jar.clear()
+        response = await client.post(
+            "/login", data={"email": email, "password": password}, allow_redirects=False
+        )
+        return response.status
+
+    async def dashboard() -> int:
+        return (await client.get("/dashboard", allow_redirects=False)).status
+
+    assert await sign_in() == 302 and await dashboard() == 200
+    code, listed = await cli("user", "list", "--account", (await _account_of(database, email)))
+    assert code == 0 and [u["email"] for u in listed] == [email]
+    assert listed[0]["role"] == "marketer" and listed[0]["disabled_at"] is None
+
+    code, shown = await cli("user", "disable", "--email", email.upper())
+    assert code == 0 and shown["disabled_at"] and shown["sign_ins_ended"] == 1
+    assert await dashboard() == 302  # signed out at once
+    assert await sign_in() == 401
+    code, shown = await cli("user", "enable", "--email", email)
+    assert code == 0 and shown["disabled_at"] is None
+    assert await sign_in() == 302 and await dashboard() == 200
+
+    code, shown = await cli("user", "password", "--email", email, "--password-stdin",
+                            stdin="a new long passphrase\n")  # fmt: skip
+    assert code == 0 and shown["sign_ins_ended"] == 1
+    assert await dashboard() == 302
+    assert await sign_in() == 401 and await sign_in("a new long passphrase") == 302
+
+    code, shown = await cli("user", "set", "--email", email, "--role", "advisor")
+    assert code == 0 and shown["role"] == "advisor" and shown["sign_ins_ended"] == 1
+    assert await sign_in("a new long passphrase") == 302
+    assert (await client.get("/dashboard", allow_redirects=False)).status == 403
+    code, err = await cli("user", "password", "--email", email, "--password-stdin", stdin="short\n")
+    assert code == 2 and "weak_password" in err
+    code, err = await cli("user", "disable", "--email", "nobody@velos-martin.fr")
+    assert code == 2 and "unknown_user" in err
+
+    async with database.sessions() as db:
+        actions = list(
+            await db.scalars(
+                select(AuditEntry.action)
+                .where(AuditEntry.target == f"user:{listed[0]['id']}")
+                .order_by(AuditEntry.id)
+            )
+        )
+    assert actions == ["user.disabled", "user.enabled", "user.password_changed", "user.changed"]
+
+
+async def _account_of(database: Database, email: str) -> str:
+    from tracker.models import Account, User
+
+    async with database.sessions() as db:
+        name = await db.scalar(
+            select(Account.name)
+            .join(User, User.account_id == Account.id)
+            .where(User.email == email)
+        )
+    assert name is not None
+    return str(name)
