@@ -636,3 +636,46 @@ async def test_session_settings_outlive_the_pools_reset_on_checkin(postgresql_ur
                 await connection.rollback()
     finally:
         await engine.dispose()
+
+
+async def test_back_to_back_events_are_written_and_a_leave_keeps_the_shown_numbers(
+    database: Database,
+) -> None:
+    """Two events of one quiet visit, one right after the other: the second used to wait for
+    a third (the first batch's writer still counted as running), and a `leave` answered an
+    empty number list, which the snippet reads as "show the business number"."""
+    from tracker.clock import SystemClock
+    from tracker.collect import ClientInfo, parse_event
+    from tracker.collector import Collector
+    from tracker.geo import GeoInfo
+    from tracker.useragent import parse_user_agent
+
+    class Numbers:
+        async def numbers_for_session(self, *_: Any) -> list[dict[str, Any]]:
+            return [{"from": {"e164": "+33123456789"}, "to": {"e164": "+33987654321"}}]
+
+    site = await new_site(database)
+    collector = Collector(database.engine, SystemClock(), "collector-test-secret")
+    agent = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120 Safari/537"
+    client = ClientInfo(
+        ip="198.51.100.7", user_agent=agent, device=parse_user_agent(agent),
+        geo_lookup=lambda _ip: GeoInfo(None, None, None), ip_truncated="198.51.100.0",
+    )  # fmt: skip
+    page = secrets.token_hex(8)
+    try:
+        # asyncio.timeout, not wait_for: a task of its own would give the old writer's
+        # done-callback the turn it needed, and hide the wait.
+        async with asyncio.timeout(10):
+            first = await collector.record(site, parse_event(
+                {"k": site.site_key, "t": "pageview", "p": page, "u": "https://velos-martin.fr/"}
+            ), client, Numbers())  # fmt: skip
+            assert first.numbers and first.numbers[0]["to"]["e164"] == "+33987654321"
+            leave = await collector.record(site, parse_event(
+                {"k": site.site_key, "t": "leave", "p": page, "s": first.session.id, "d": 4000}
+            ), client, Numbers())  # fmt: skip
+        assert leave.numbers is None
+    finally:
+        await collector.close()
+    async with database.sessions() as db:
+        duration = await db.scalar(select(Pageview.duration_ms).where(Pageview.page_id == page))
+    assert duration == 4000

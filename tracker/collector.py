@@ -386,7 +386,12 @@ class Collector:
             visitor_id=session.visitor_id,
             pageview_data=pageview,
         )
-        if numbers is not None and event.type != "leave":
+        if event.type == "leave":
+            # A leave says nothing about numbers. Its answer can arrive after the next
+            # pageview's (an SPA route change sends both at once): an empty list there would
+            # put the business number back; None keeps what the page shows.
+            result.numbers = None
+        elif numbers is not None:
             try:
                 result.numbers = await numbers.numbers_for_session(site, session, now)
             except Exception as exc:
@@ -465,6 +470,17 @@ class Collector:
                 del self._inserting[new_session_id]
 
     async def _flush_loop(self) -> None:
+        try:
+            await self._flush_queue()
+        finally:
+            # At once, not in a done-callback: an event queued between this writer's last look
+            # at the queue and a callback run later would find the writer slots still taken,
+            # start no writer, and wait for the next event to arrive.
+            task = asyncio.current_task()
+            if task is not None:
+                self._writers.discard(task)
+
+    async def _flush_queue(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             try:
