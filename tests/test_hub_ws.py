@@ -410,6 +410,38 @@ async def test_snapshot_and_visitor_panel_show_only_my_visitors_and_are_audited(
     await ws.close()
 
 
+async def test_a_restricted_visit_is_neither_opened_nor_popped(
+    shop: Shop, database: Database
+) -> None:
+    """Restriction keeps a person's data but out of the console: the snapshot already left
+    the visit out; opening it by id and the screen-pop of their call did not."""
+    from tracker.models import Restriction
+
+    visit = await shop.collect(ti="Vélo cargo")
+    async with database.begin() as db:
+        db.add(Restriction(account_id=shop.site.account_id, kind="session", value=visit["s"],
+                           created_at=dt.datetime.now(dt.UTC), created_by="dpo@velos-martin.fr"))  # fmt: skip
+        call = Call(
+            site_id=shop.site.id, provider="simulated", provider_call_id="CA" + secrets.token_hex(16),
+            caller_e164="+33612345678", tracking_e164="+33970000001",
+            started_at=dt.datetime.now(dt.UTC), status="ringing", session_id=visit["s"],
+            channel="Paid Search", method="pool-session", confidence=0.9,
+        )  # fmt: skip
+        db.add(call)
+    ws = await shop.connect()
+    await command(ws, 1, "subscribe", sites=None)
+    snapshot = (await command(ws, 2, "snapshot", site=None))["result"]
+    assert visit["s"] not in {v["id"] for v in snapshot["visitors"]}
+    refused = await command(ws, 3, "visitor", session_id=visit["s"])
+    assert refused["error"]["code"] == "unknown_session"
+    await publish_call_event(shop.app, call)
+    pop = (await receive(ws))["event"]
+    assert pop["kind"] == "call.ringing"
+    assert pop["data"]["session"] is None and pop["data"]["pages"] == []
+    assert pop["data"]["cart"] is None
+    await ws.close()
+
+
 async def test_a_ringing_call_pops_the_callers_visit_then_updates(
     shop: Shop, database: Database
 ) -> None:

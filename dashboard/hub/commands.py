@@ -280,7 +280,12 @@ async def visitor(ctx: CommandContext, payload: dict[str, Any]) -> dict[str, Any
             await db.execute(
                 select(TrackedSession, Site)
                 .join(Site, Site.id == TrackedSession.site_id)
-                .where(TrackedSession.id == session_id, Site.account_id == ctx.account_id)
+                .where(
+                    TrackedSession.id == session_id,
+                    Site.account_id == ctx.account_id,
+                    # A restricted person's visit is kept but not shown, as in the snapshot.
+                    session_visible(ctx.account_id),
+                )
             )
         ).first()
         if row is None:
@@ -301,6 +306,7 @@ async def visitor(ctx: CommandContext, payload: dict[str, Any]) -> dict[str, Any
                     .where(
                         TrackedSession.site_id == site.id,
                         TrackedSession.visitor_id == session.visitor_id,
+                        session_visible(ctx.account_id),
                     )
                     .order_by(TrackedSession.started_at.desc())
                     .limit(MAX_RELATED_SESSIONS)
@@ -310,7 +316,11 @@ async def visitor(ctx: CommandContext, payload: dict[str, Any]) -> dict[str, Any
                 related.append(session.id)
         calls = await db.scalars(
             select(Call)
-            .where(Call.site_id == site.id, Call.session_id.in_(related))
+            .where(
+                Call.site_id == site.id,
+                Call.session_id.in_(related),
+                call_visible(ctx.account_id),
+            )
             .order_by(Call.started_at.desc())
             .limit(MAX_PANEL_CALLS)
         )

@@ -45,6 +45,7 @@ from tracker.models import (
     TrackedSession,
 )
 from tracker.numbers.pool import NumberPool, PoolNotLoaded, pool_key
+from tracker.privacy.restrict import is_restricted, session_visible
 from tracker.web import client_ip, log_background_failure
 
 log = logging.getLogger("calltrack.hub")
@@ -145,7 +146,17 @@ async def screen_pop(database: Database, call: Call, pages: int = 10) -> CallRin
     if call.session_id is None:
         return data
     async with database.sessions() as db:
-        session = await db.get(TrackedSession, call.session_id)
+        account_id = await db.scalar(select(Site.account_id).where(Site.id == call.site_id))
+        if account_id is None or await is_restricted(
+            db, account_id, phone=call.caller_e164, session_id=call.session_id
+        ):
+            # A restricted person's visit is kept but not shown (privacy: restriction).
+            return data
+        session = await db.scalar(
+            select(TrackedSession).where(
+                TrackedSession.id == call.session_id, session_visible(account_id)
+            )
+        )
         if session is None:
             return data
         cart = await db.get(Cart, session.id)
