@@ -410,7 +410,7 @@ async def test_snapshot_and_visitor_panel_show_only_my_visitors_and_are_audited(
     await ws.close()
 
 
-async def test_a_restricted_visit_is_neither_opened_nor_popped(
+async def test_a_restricted_visit_is_neither_opened_nor_its_call_popped(
     shop: Shop, database: Database
 ) -> None:
     """Restriction keeps a person's data but out of the console: the snapshot already left
@@ -435,10 +435,10 @@ async def test_a_restricted_visit_is_neither_opened_nor_popped(
     refused = await command(ws, 3, "visitor", session_id=visit["s"])
     assert refused["error"]["code"] == "unknown_session"
     await publish_call_event(shop.app, call)
-    pop = (await receive(ws))["event"]
-    assert pop["kind"] == "call.ringing"
-    assert pop["data"]["session"] is None and pop["data"]["pages"] == []
-    assert pop["data"]["cart"] is None
+    # No pop for the restricted call; the next event is another visitor's page.
+    other = await shop.collect(ti="Accueil", ip="198.51.100.5")
+    seen = (await receive(ws))["event"]
+    assert seen["kind"] == "visitor.pageview" and seen["data"]["session"]["id"] == other["s"]
     await ws.close()
 
 

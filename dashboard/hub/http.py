@@ -147,10 +147,7 @@ async def screen_pop(database: Database, call: Call, pages: int = 10) -> CallRin
         return data
     async with database.sessions() as db:
         account_id = await db.scalar(select(Site.account_id).where(Site.id == call.site_id))
-        if account_id is None or await is_restricted(
-            db, account_id, phone=call.caller_e164, session_id=call.session_id
-        ):
-            # A restricted person's visit is kept but not shown (privacy: restriction).
+        if account_id is None:
             return data
         session = await db.scalar(
             select(TrackedSession).where(
@@ -172,8 +169,21 @@ async def screen_pop(database: Database, call: Call, pages: int = 10) -> CallRin
     return data
 
 
+async def _restricted(database: Database, call: Call) -> bool:
+    """Whether the caller or the attributed visit is restricted (kept, not shown)."""
+    async with database.sessions() as db:
+        account_id = await db.scalar(select(Site.account_id).where(Site.id == call.site_id))
+        return account_id is not None and await is_restricted(
+            db, account_id, phone=call.caller_e164, session_id=call.session_id
+        )
+
+
 async def publish_call_event(app: web.Application, call: Call) -> None:
-    """Screen-pop an inbound call while it rings; report any later change as an update."""
+    """Screen-pop an inbound call while it rings; report any later change as an update.
+
+    A restricted person's calls stay off the console, as in its snapshot."""
+    if await _restricted(app[appkeys.DATABASE], call):
+        return
     started = call.started_at
     if started.tzinfo is None:  # SQLite gives naive UTC datetimes
         started = started.replace(tzinfo=dt.UTC)
