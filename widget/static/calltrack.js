@@ -1,8 +1,9 @@
 // Calltrack visitor snippet: pageviews, visible time on page, cart, consent, and dynamic number
 // insertion (DNI). Protocol: docs/collect-protocol.md. The server sends it as
-// `window.__calltrack_cfg={...};` followed by rjsmin(this file). rjsmin strips comments and
-// blanks but renames nothing, and the whole must stay under 3,000 bytes gzipped
-// (widget/snippet_size.py), so names used often are one or two letters; they are listed here.
+// `window.__calltrack_cfg={...};` followed by calltrack.min.js, this file minified by terser
+// (infra/build-snippet.sh), which renames locals but not these shared names, and the whole must
+// stay under 3,000 bytes gzipped (widget/snippet_size.py), so names used often are one or two
+// letters; they are listed here.
 //
 //   C  configuration {k, u, cm, b}        S  session id (memory; localStorage with consent)
 //   V  visitor id (only with consent)     c  consent: null unknown, true, false
