@@ -27,6 +27,8 @@ from tracker.sites import (
     site_summary,
 )
 from tracker.users import (
+    ROLES,
+    USER_LANGUAGES,
     change_user,
     create_user,
     end_sign_ins,
@@ -308,9 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     user_create = user.add_parser("create", help="create a user")
     user_create.add_argument("--email", required=True)
-    user_create.add_argument(
-        "--role", required=True, choices=["admin", "marketer", "advisor", "dpo"]
-    )
+    user_create.add_argument("--role", required=True, choices=ROLES)
     user_create.add_argument("--account", default="default")
     user_create.add_argument("--password-stdin", action="store_true")
     user_create.set_defaults(handler=cmd_user_create)
@@ -326,8 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
         change = user.add_parser(name, help=text)
         change.add_argument("--email", required=True)
         if name == "set":
-            change.add_argument("--role", choices=["admin", "marketer", "advisor", "dpo"])
-            change.add_argument("--language", choices=["en", "fr"])
+            change.add_argument("--role", choices=ROLES)
+            change.add_argument("--language", choices=USER_LANGUAGES)
         if name == "password":
             change.add_argument("--password-stdin", action="store_true")
         change.set_defaults(handler=cmd_user_change)
