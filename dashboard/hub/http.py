@@ -140,15 +140,15 @@ async def publish_collect_event(
         )
 
 
-async def screen_pop(database: Database, call: Call, pages: int = 10) -> CallRingingData:
+async def screen_pop(
+    database: Database, call: Call, account_id: int, pages: int = 10
+) -> CallRingingData:
     """Gather what an advisor needs while the phone rings: the caller's visit, cart and pages."""
     data: CallRingingData = {"call": call_info(call), "session": None, "cart": None, "pages": []}
     if call.session_id is None:
         return data
     async with database.sessions() as db:
-        account_id = await db.scalar(select(Site.account_id).where(Site.id == call.site_id))
-        if account_id is None:
-            return data
+        # A visit restricted through its visitor id is left out too.
         session = await db.scalar(
             select(TrackedSession).where(
                 TrackedSession.id == call.session_id, session_visible(account_id)
@@ -169,20 +169,22 @@ async def screen_pop(database: Database, call: Call, pages: int = 10) -> CallRin
     return data
 
 
-async def _restricted(database: Database, call: Call) -> bool:
-    """Whether the caller or the attributed visit is restricted (kept, not shown)."""
+async def _shown_account(database: Database, call: Call) -> int | None:
+    """The call's account, or None when the call stays off the console: its caller or its
+    visit is restricted (kept, not shown), as in the console's snapshot."""
     async with database.sessions() as db:
         account_id = await db.scalar(select(Site.account_id).where(Site.id == call.site_id))
-        return account_id is not None and await is_restricted(
+        if account_id is None or await is_restricted(
             db, account_id, phone=call.caller_e164, session_id=call.session_id
-        )
+        ):
+            return None
+        return int(account_id)
 
 
 async def publish_call_event(app: web.Application, call: Call) -> None:
-    """Screen-pop an inbound call while it rings; report any later change as an update.
-
-    A restricted person's calls stay off the console, as in its snapshot."""
-    if await _restricted(app[appkeys.DATABASE], call):
+    """Screen-pop an inbound call while it rings; report any later change as an update."""
+    account_id = await _shown_account(app[appkeys.DATABASE], call)
+    if account_id is None:
         return
     started = call.started_at
     if started.tzinfo is None:  # SQLite gives naive UTC datetimes
@@ -195,7 +197,7 @@ async def publish_call_event(app: web.Application, call: Call) -> None:
         and app[appkeys.CLOCK].now() - started < RING_WINDOW
     )
     if ringing:
-        data = await screen_pop(app[appkeys.DATABASE], call)
+        data = await screen_pop(app[appkeys.DATABASE], call, account_id)
         await publish_site_event(app, call.site_id, "call.ringing", data)
     else:
         await publish_site_event(app, call.site_id, "call.updated", {"call": call_info(call)})
