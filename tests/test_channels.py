@@ -526,6 +526,13 @@ def test_many_distinct_sessions_classify_independently() -> None:
         ("https://amazon-avis.fr/", "Referral"),
         ("https://www.amazonia-voyages.fr/", "Referral"),
         ("https://blog.example.fr/", "Referral"),
+        # Only the storefront: the same company's other sites are not a shop.
+        ("https://m.ebay.co.uk/itm/1", "Organic Shopping"),
+        ("https://aws.amazon.com/", "Referral"),
+        ("https://docs.aws.amazon.com/s3/", "Referral"),
+        ("https://help.shopify.com/fr", "Referral"),
+        ("https://dashboard.stripe.com/", "Referral"),
+        ("https://about.netflix.com/", "Referral"),
     ],
 )
 def test_marketplace_and_video_country_domains(referrer: str, expected: str) -> None:

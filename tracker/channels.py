@@ -24,8 +24,10 @@ we fall back on the same manual rules applied to what the landing URL says. The 
 - A referrer whose host is not in Google's list but whose brand is listed as a shopping or video
   source counts as that: "www.amazon.fr" and "ebay.fr" are Organic Shopping like "amazon.com",
   "dailymotion.fr" Organic Video. Google's list holds few country domains (amazon.co.uk but not
-  amazon.fr), which would make a European shop's marketplace visits plain Referral. Search
-  engines and social networks need no such rule: Matomo's lists name their country domains.
+  amazon.fr), which would make a European shop's marketplace visits plain Referral. Only the
+  storefront counts (the bare domain, "www.", "m."): "aws.amazon.com" or "help.shopify.com" stay
+  Referral. Search engines and social networks need no such rule: Matomo's lists name their
+  country domains.
 """
 
 from __future__ import annotations
@@ -134,12 +136,22 @@ _BRAND_CATEGORIES: Final[frozenset[SourceCategory]] = frozenset({"SHOPPING", "VI
 _SECOND_LEVEL: Final = frozenset({"co", "com", "net", "org", "ne", "or", "gob", "gov", "ac"})
 
 
+# Host prefixes of a brand's own storefront; any other subdomain ("aws.amazon.com",
+# "help.shopify.com", "developer.vimeo.com") is another of the company's sites, not the shop.
+_STOREFRONT_PREFIXES: Final = frozenset({"", "www", "m", "mobile", "smile"})
+
+
 def _brand(host: str) -> str:
-    """Return the label that names a host's registered domain: "www.amazon.co.uk" -> "amazon"."""
+    """Return the label that names a storefront's registered domain: "www.amazon.co.uk" ->
+    "amazon"; "" for other subdomains ("aws.amazon.com")."""
     labels = host.split(".")
     if len(labels) >= 3 and labels[-2] in _SECOND_LEVEL and len(labels[-1]) == 2:
-        return labels[-3]
-    return labels[-2] if len(labels) >= 2 else ""
+        brand_at = len(labels) - 3
+    elif len(labels) >= 2:
+        brand_at = len(labels) - 2
+    else:
+        return ""
+    return labels[brand_at] if ".".join(labels[:brand_at]) in _STOREFRONT_PREFIXES else ""
 
 
 @dataclass(frozen=True, slots=True)
