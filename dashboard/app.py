@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from dashboard import auth, console, demo, privacy_http, site_settings, webhooks
+from dashboard import auth, console, demo, privacy_http, site_settings, users_http, webhooks
 from dashboard.api import http as api_http
 from dashboard.errors import html_error_middleware
 from dashboard.hub import http as hub_http
@@ -133,6 +133,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     api_http.setup(app)
     privacy_http.setup(app)
     site_settings.setup(app)
+    users_http.setup(app)
     return app
 
 

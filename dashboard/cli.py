@@ -27,13 +27,16 @@ from tracker.sites import (
     site_summary,
 )
 from tracker.users import (
+    KEEP,
     ROLES,
     USER_LANGUAGES,
-    change_user,
+    account_region,
+    audit_user,
     create_user,
-    end_sign_ins,
+    parse_user_phone,
     set_disabled,
     set_password,
+    update_user,
     user_by_email,
 )
 
@@ -191,8 +194,7 @@ def cli_actor() -> str:
 
 
 async def _audit_user(db: Any, user: Any, action: str, **detail: Any) -> None:
-    await audit(db, action=action, at=SystemClock().now(), actor=cli_actor(),
-                account_id=user.account_id, target=f"user:{user.id}", **detail)  # fmt: skip
+    await audit_user(db, user, action, SystemClock().now(), actor=cli_actor(), **detail)
 
 
 def _user_json(user: Any, account: str) -> dict[str, object]:
@@ -202,6 +204,7 @@ def _user_json(user: Any, account: str) -> dict[str, object]:
         "role": user.role,
         "account": account,
         "language": user.language,
+        "phone": user.phone_e164,
         "created_at": user.created_at.isoformat(),
         "disabled_at": user.disabled_at.isoformat() if user.disabled_at else None,
     }
@@ -213,9 +216,11 @@ async def cmd_user_create(args: argparse.Namespace, settings: Settings) -> int:
     async def work(db: Any) -> dict[str, object]:
         clock = SystemClock()
         account = await get_or_create_account(db, args.account, clock)
-        user = await create_user(db, account, args.email, password, args.role, clock)
+        phone = parse_user_phone(args.phone or "", await account_region(db, account.id))
+        user = await create_user(db, account, args.email, password, args.role, clock,
+                                 language=args.language, phone_e164=phone)  # fmt: skip
         await _audit_user(db, user, "user.created", role=user.role)
-        return {"id": user.id, "email": user.email, "role": user.role, "account": account.name}
+        return _user_json(user, account.name)
 
     emit(await with_db(settings, work))
     return 0
@@ -249,25 +254,29 @@ async def cmd_user_change(args: argparse.Namespace, settings: Settings) -> int:
 
     async def work(db: Any) -> dict[str, object]:
         user = await user_by_email(db, args.email)
-        ended = 0
+        ended: list[str] = []
         if args.user_command in ("disable", "enable"):
             disabled = args.user_command == "disable"
             if (user.disabled_at is not None) != disabled:
                 ended = await set_disabled(db, user, disabled, SystemClock().now())
-                await _audit_user(db, user, f"user.{args.user_command}d", sign_ins_ended=ended)
+                await _audit_user(db, user, f"user.{args.user_command}d",
+                                  sign_ins_ended=len(ended))  # fmt: skip
         elif args.user_command == "set":
-            changed = change_user(user, role=args.role, language=args.language)
-            if "role" in changed:
-                # What the user may see changed: their open pages and consoles sign in again.
-                ended = await end_sign_ins(db, user)
+            phone: str | object | None = KEEP
+            if args.phone is not None:
+                phone = parse_user_phone(args.phone, await account_region(db, user.account_id))
+            changed, ended = await update_user(
+                db, user, role=args.role, language=args.language, phone_e164=phone
+            )
             if changed:
-                await _audit_user(db, user, "user.changed", changed=changed, sign_ins_ended=ended)
+                await _audit_user(db, user, "user.changed", changed=changed,
+                                  sign_ins_ended=len(ended))  # fmt: skip
         else:
             assert password is not None
             ended = await set_password(db, user, password)
-            await _audit_user(db, user, "user.password_changed", sign_ins_ended=ended)
+            await _audit_user(db, user, "user.password_changed", sign_ins_ended=len(ended))
         account = await db.get(Account, user.account_id)
-        return {**_user_json(user, account.name if account else ""), "sign_ins_ended": ended}
+        return {**_user_json(user, account.name if account else ""), "sign_ins_ended": len(ended)}
 
     emit(await with_db(settings, work))
     return 0
@@ -312,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     user_create.add_argument("--email", required=True)
     user_create.add_argument("--role", required=True, choices=ROLES)
     user_create.add_argument("--account", default="default")
+    user_create.add_argument("--language", choices=USER_LANGUAGES, default="en")
+    user_create.add_argument("--phone", help="the phone the user's callbacks ring (advisors)")
     user_create.add_argument("--password-stdin", action="store_true")
     user_create.set_defaults(handler=cmd_user_create)
     user_list = user.add_parser("list", help="list users as JSON (audited)")
@@ -320,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("disable", "refuse a user's sign-in and sign them out everywhere (someone who left)"),
         ("enable", "let a disabled user sign in again"),
-        ("set", "change a user's role (signs them out everywhere) or language"),
+        ("set", "change a user's role (signs them out everywhere), language or phone"),
         ("password", "set a new password and sign the user out everywhere"),
     ):
         change = user.add_parser(name, help=text)
@@ -328,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "set":
             change.add_argument("--role", choices=ROLES)
             change.add_argument("--language", choices=USER_LANGUAGES)
+            change.add_argument(
+                "--phone", help="the phone the user's callbacks ring; an empty text removes it"
+            )
         if name == "password":
             change.add_argument("--password-stdin", action="store_true")
         change.set_defaults(handler=cmd_user_change)

@@ -70,7 +70,7 @@ def _shell(lang: str, email: str, role: str, csrf: str, sites: list[Site]) -> st
         f"{escape(t('console.notify_enable', lang))}</button>"
         f'<a class="lang" href="?lang={other}" hreflang="{other}" lang="{other}">'
         f"{other.upper()}</a>"
-        f'<span class="who">{escape(email)}</span>'
+        f'<a class="who" href="/profile" title="{escape(t("profile.title", lang))}">{escape(email)}</a>'
         f'<form method="post" action="/logout"><input type="hidden" name="csrf" '
         f'value="{escape(csrf)}"><button type="submit" class="ghost">'
         f"{escape(t('sign_out', lang))}</button></form>"

@@ -141,8 +141,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "fr": "Un autre conseiller traite cette demande.",
     },
     "console.err_no_advisor_phone": {
-        "en": "Add your phone number to your profile to place callbacks.",
-        "fr": "Ajoutez votre numéro de téléphone à votre profil pour rappeler.",
+        "en": "Add your phone number to your profile (your email, top right) to place callbacks.",
+        "fr": "Ajoutez votre numéro de téléphone à votre profil (votre e-mail, en haut à droite) pour rappeler.",
     },
     "console.err_carrier_unavailable": {
         "en": "Calls are unavailable: no carrier is configured.",
@@ -269,6 +269,136 @@ TEXTS: dict[str, dict[str, str]] = {
     "settings.day.fri": {"en": "Friday", "fr": "Vendredi"},
     "settings.day.sat": {"en": "Saturday", "fr": "Samedi"},
     "settings.day.sun": {"en": "Sunday", "fr": "Dimanche"},
+    # Users (admins) and one's own profile (dashboard/users_http.py).
+    "users.title": {"en": "Users", "fr": "Utilisateurs"},
+    "users.list": {"en": "Users of this account", "fr": "Utilisateurs de ce compte"},
+    "users.add": {"en": "Add a user", "fr": "Ajouter un utilisateur"},
+    "users.add_button": {"en": "Add the user", "fr": "Ajouter l'utilisateur"},
+    "users.add_hint": {
+        "en": "Give the new user their password yourself; they can change it under their email, top right.",
+        "fr": "Transmettez vous-même le mot de passe ; l'utilisateur peut le changer depuis son e-mail, en haut à droite.",
+    },
+    "users.role": {"en": "Role", "fr": "Rôle"},
+    "users.language": {"en": "Language", "fr": "Langue"},
+    "users.phone": {"en": "Phone for callbacks", "fr": "Téléphone pour les rappels"},
+    "users.status": {"en": "Status", "fr": "État"},
+    "users.created": {"en": "Created", "fr": "Créé le"},
+    "users.active": {"en": "Active", "fr": "Actif"},
+    "users.disabled_since": {"en": "Disabled since {date}", "fr": "Désactivé depuis le {date}"},
+    "users.you": {"en": "you", "fr": "vous"},
+    "users.roles_hint": {
+        "en": "Admin: everything. Marketer: reports, exports, numbers. Advisor: the console. DPO: the privacy tools.",
+        "fr": "Admin : tout. Marketeur : rapports, exports, numéros. Conseiller : la console. DPO : les outils de confidentialité.",
+    },
+    "users.role.admin": {"en": "Admin", "fr": "Admin"},
+    "users.role.marketer": {"en": "Marketer", "fr": "Marketeur"},
+    "users.role.advisor": {"en": "Advisor", "fr": "Conseiller"},
+    "users.role.dpo": {"en": "DPO", "fr": "DPO"},
+    "users.language.en": {"en": "English", "fr": "Anglais"},
+    "users.language.fr": {"en": "French", "fr": "Français"},
+    "users.phone_hint": {
+        "en": "The phone that rings first when this person calls a visitor back from the console. Optional.",
+        "fr": "Le téléphone qui sonne d'abord quand cette personne rappelle un visiteur depuis la console. Facultatif.",
+    },
+    "users.phone_region": {
+        "en": "Numbers without +country code are read as {country} numbers.",
+        "fr": "Un numéro sans indicatif +pays est lu comme un numéro {country}.",
+    },
+    "users.current_password": {"en": "Current password", "fr": "Mot de passe actuel"},
+    "users.new_password": {"en": "New password", "fr": "Nouveau mot de passe"},
+    "users.password_again": {"en": "New password, again", "fr": "Nouveau mot de passe, à nouveau"},
+    "users.password_hint": {"en": " (at least {n} characters)", "fr": " (au moins {n} caractères)"},
+    "users.err_password": {
+        "en": "Use at least {n} characters (at most {most}).",
+        "fr": "Utilisez au moins {n} caractères (au plus {most}).",
+    },
+    "users.err_password_again": {
+        "en": "The two passwords differ.",
+        "fr": "Les deux mots de passe diffèrent.",
+    },
+    "users.err_phone": {
+        "en": "Not a valid phone number. Write it as +33 6 12 34 56 78, or leave it empty.",
+        "fr": "Numéro de téléphone invalide. Écrivez-le comme +33 6 12 34 56 78, ou laissez vide.",
+    },
+    "users.err_email": {
+        "en": "Enter a valid email address.",
+        "fr": "Saisissez une adresse e-mail valide.",
+    },
+    "users.err_role": {"en": "Choose a role.", "fr": "Choisissez un rôle."},
+    "users.err_duplicate": {
+        "en": "A user with this email already exists.",
+        "fr": "Un utilisateur avec cet e-mail existe déjà.",
+    },
+    "users.done_created": {"en": "{email} was added.", "fr": "{email} a été ajouté."},
+    "users.done_saved": {
+        "en": "Saved. A new role signs the user out everywhere: they sign in again to get it.",
+        "fr": "Enregistré. Un nouveau rôle déconnecte l'utilisateur partout : il se reconnecte pour l'obtenir.",
+    },
+    "users.done_saved_own": {"en": "Saved.", "fr": "Enregistré."},
+    "users.done_disabled": {
+        "en": "Disabled: signed out everywhere, and signing in is refused.",
+        "fr": "Désactivé : déconnecté partout, et la connexion est refusée.",
+    },
+    "users.done_enabled": {
+        "en": "Enabled: they can sign in again.",
+        "fr": "Réactivé : la connexion est de nouveau possible.",
+    },
+    "users.done_password": {
+        "en": "New password set; the user was signed out everywhere.",
+        "fr": "Nouveau mot de passe enregistré ; l'utilisateur a été déconnecté partout.",
+    },
+    "users.unknown": {
+        "en": "No such user in your account.",
+        "fr": "Aucun utilisateur de ce type dans votre compte.",
+    },
+    "users.own_role": {
+        "en": "You cannot change your own role; another admin can.",
+        "fr": "Vous ne pouvez pas changer votre propre rôle ; un autre admin le peut.",
+    },
+    "users.details": {"en": "Details", "fr": "Informations"},
+    "users.role_change_hint": {
+        "en": "Changing the role signs the user out everywhere.",
+        "fr": "Changer le rôle déconnecte l'utilisateur partout.",
+    },
+    "users.own_access": {
+        "en": "You cannot disable yourself; another admin can.",
+        "fr": "Vous ne pouvez pas vous désactiver vous-même ; un autre admin le peut.",
+    },
+    "users.disable_hint": {
+        "en": "For someone who left: signs them out everywhere (open consoles close) and refuses their sign-in. Their calls and notes stay.",
+        "fr": "Pour une personne partie : la déconnecte partout (les consoles ouvertes se ferment) et refuse sa connexion. Ses appels et notes restent.",
+    },
+    "users.disable": {"en": "Disable this user", "fr": "Désactiver cet utilisateur"},
+    "users.enable": {"en": "Enable this user", "fr": "Réactiver cet utilisateur"},
+    "users.access": {"en": "Access", "fr": "Accès"},
+    "users.set_password": {"en": "Set a new password", "fr": "Définir un nouveau mot de passe"},
+    "users.set_password_hint": {
+        "en": "For someone who forgot theirs. It signs them out everywhere; give them the new one yourself.",
+        "fr": "Pour qui a oublié le sien. L'utilisateur est déconnecté partout ; transmettez-lui le nouveau vous-même.",
+    },
+    "users.back": {"en": "All users", "fr": "Tous les utilisateurs"},
+    "profile.title": {"en": "Your profile", "fr": "Votre profil"},
+    "profile.ask_admin": {
+        "en": "An admin of your account can change your role.",
+        "fr": "Un admin de votre compte peut changer votre rôle.",
+    },
+    "profile.phone_hint": {
+        "en": "The phone that rings first when you call a visitor back from the console.",
+        "fr": "Le téléphone qui sonne d'abord quand vous rappelez un visiteur depuis la console.",
+    },
+    "profile.password": {"en": "Change your password", "fr": "Changer votre mot de passe"},
+    "profile.password_hint": {
+        "en": "Your other browsers are signed out; this one stays signed in.",
+        "fr": "Vos autres navigateurs sont déconnectés ; celui-ci reste connecté.",
+    },
+    "profile.done_password": {
+        "en": "Password changed. Your other browsers were signed out.",
+        "fr": "Mot de passe changé. Vos autres navigateurs ont été déconnectés.",
+    },
+    "profile.err_current": {
+        "en": "This is not your current password.",
+        "fr": "Ce n'est pas votre mot de passe actuel.",
+    },
 }
 
 

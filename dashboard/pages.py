@@ -61,6 +61,7 @@ NAV_ITEMS: list[tuple[str, str, str, tuple[str, ...]]] = [
     ("/dashboard", "Reports", "Rapports", ("marketer", "admin")),
     ("/dashboard/privacy", "Privacy", "Confidentialité", ("admin", "dpo")),
     ("/dashboard/settings", "Settings", "Réglages", ("admin",)),
+    ("/dashboard/users", "Users", "Utilisateurs", ("admin",)),
 ]
 
 
@@ -80,9 +81,12 @@ def top_nav(*, role: str, email: str, csrf: str, lang: str, active: str) -> str:
         if role in roles
     )
     sign_out = "Se déconnecter" if lang == "fr" else "Sign out"
+    profile = "Votre profil" if lang == "fr" else "Your profile"
+    current = " aria-current=page" if active == "/profile" else ""
     return (
         '<header class="top"><strong>Calltrack</strong><nav>'
-        f"{links}</nav><span class=spacer></span><span>{escape(email)}</span>"
+        f"{links}</nav><span class=spacer></span>"
+        f'<a class="profile" href="/profile" title="{profile}"{current}>{escape(email)}</a>'
         f'<form method="post" action="/logout"><input type="hidden" name="csrf" '
         f'value="{escape(csrf)}"><button type="submit">{escape(sign_out)}</button></form></header>'
     )

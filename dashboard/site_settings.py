@@ -19,6 +19,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashboard.auth import Auth, check_csrf, require
+from dashboard.forms import alert as alert_html
+from dashboard.forms import field_error, invalid_attrs
+from dashboard.forms import notice as notice_html
 from dashboard.i18n import pick_language, t
 from dashboard.pages import escape, nav_for, new_nonce, render_page
 from tracker import appkeys
@@ -254,18 +257,11 @@ async def _sites(db: AsyncSession, account_id: int) -> list[Site]:
 
 
 def _error(fields: Fields, name: str) -> str:
-    """Render a field's error message where the field is, if it has one."""
-    message = fields.errors.get(name)
-    if not message:
-        return ""
-    return f'<p class="field-error" id="{name}-error" role="alert">{escape(message)}</p>'
+    return field_error(fields.errors, name)
 
 
 def _invalid(fields: Fields, name: str) -> str:
-    """Mark an input as invalid and tie it to its message (screen readers read both)."""
-    if name not in fields.errors:
-        return ""
-    return f' aria-invalid="true" aria-describedby="{name}-error"'
+    return invalid_attrs(fields.errors, name)
 
 
 def _site_picker(ctx: Ctx, sites: list[Site], site: Site) -> str:
@@ -378,7 +374,7 @@ def _page(ctx: Ctx, content: str, site: Site | None = None, *, status: int = 200
         f'hreflang="{other}">{other.upper()}</a>'
     )
     body = (
-        f'{nav}<main class="site-settings"><div class="heading"><h1>{escape(ctx.tr("settings.title"))}</h1>'
+        f'{nav}<main class="form-page site-settings"><div class="heading"><h1>{escape(ctx.tr("settings.title"))}</h1>'
         f"{switch}</div>{content}</main><script nonce=\"{nonce}\">{SCRIPT}</script>"
     )  # fmt: skip
     return render_page(
@@ -390,8 +386,8 @@ def _content(
     ctx: Ctx, sites: list[Site], site: Site, fields: Fields, *, notice: str = "", alert: str = ""
 ) -> str:
     return (
-        (f'<p class="notice" role="status">{escape(notice)}</p>' if notice else "")
-        + (f'<p class="alert" role="alert">{escape(alert)}</p>' if alert else "")
+        notice_html(notice)
+        + alert_html(alert)
         + _site_picker(ctx, sites, site)
         + f'<p class="muted">{escape(site.name)} · {escape(site.domain)} · '
         f"<code>{escape(site.site_key)}</code></p>"

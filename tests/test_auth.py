@@ -183,6 +183,20 @@ async def test_an_admin_manages_users_from_the_command_line(
     assert code == 2 and "weak_password" in err
     code, err = await cli("user", "disable", "--email", "nobody@velos-martin.fr")
     assert code == 2 and "unknown_user" in err
+    # The phone the advisor's callbacks ring: any written form (an account without a site
+    # reads only international ones), an empty text removes it; not a number is refused.
+    code, shown = await cli("user", "set", "--email", email, "--phone", "+33 6 12 34 56 78")
+    assert code == 0 and shown["phone"] == "+33612345678" and shown["sign_ins_ended"] == 0
+    code, err = await cli("user", "set", "--email", email, "--phone", "06 12 34 56 78 99")
+    assert code == 2 and "invalid_phone" in err
+    code, shown = await cli("user", "set", "--email", email, "--phone", "")
+    assert code == 0 and shown["phone"] is None
+    second = f"second-{secrets.token_hex(4)}@velos-martin.fr"
+    code, shown = await cli("user", "create", "--email", second, "--role", "advisor",
+                            "--language", "fr", "--phone", "+32 2 555 12 12",
+                            "--account", listed[0]["account"], "--password-stdin",
+                            stdin="a long enough password\n")  # fmt: skip
+    assert code == 0 and (shown["language"], shown["phone"]) == ("fr", "+3225551212")
 
     async with database.sessions() as db:
         actions = list(
@@ -192,7 +206,8 @@ async def test_an_admin_manages_users_from_the_command_line(
                 .order_by(AuditEntry.id)
             )
         )
-    assert actions == ["user.disabled", "user.enabled", "user.password_changed", "user.changed"]
+    assert actions == ["user.disabled", "user.enabled", "user.password_changed", "user.changed",
+                       "user.changed", "user.changed"]  # fmt: skip
 
 
 async def _account_of(database: Database, email: str) -> str:

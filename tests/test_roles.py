@@ -35,6 +35,9 @@ MATRIX: dict[str, tuple[int, int, int, int, int]] = {
     f"/dashboard/export/google-ads-clicks.csv?{Q}": (SIGN_IN, FORBIDDEN, OK, OK, FORBIDDEN),
     f"/dashboard/export/google-ads-calls.csv?{Q}": (SIGN_IN, FORBIDDEN, FORBIDDEN, OK, FORBIDDEN),
     "/console": (SIGN_IN, OK, FORBIDDEN, OK, FORBIDDEN),
+    "/dashboard/settings": (SIGN_IN, FORBIDDEN, FORBIDDEN, OK, FORBIDDEN),
+    "/dashboard/users": (SIGN_IN, FORBIDDEN, FORBIDDEN, OK, FORBIDDEN),
+    "/profile": (SIGN_IN, OK, OK, OK, OK),
     # The REST API takes bearer tokens only: a signed-in browser is not a token.
     "/api/v1/calls": (UNAUTHORISED,) * 5,
     "/api/v1/reports/channel": (UNAUTHORISED,) * 5,

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import phonenumbers
 from phonenumbers import PhoneNumberFormat, geocoder
 
+MASK = "•"
+
 
 class InvalidPhoneNumber(ValueError):
     """The text is not a valid phone number for the given region."""
@@ -74,3 +76,21 @@ def caller_location(e164: str, language: str = "en") -> tuple[str | None, str | 
     region = phonenumbers.region_code_for_number(number)
     description = geocoder.description_for_number(number, language) or None
     return region, description
+
+
+def mask_e164(e164: str | None) -> str | None:
+    """Mask a number: keep the country code, the first national digit and the last two."""
+    if not e164:
+        return None
+    try:
+        number = phonenumbers.parse(e164, None)
+        written = phonenumbers.format_number(number, PhoneNumberFormat.INTERNATIONAL)
+        prefix = f"+{number.country_code}"
+    except phonenumbers.NumberParseException:
+        written, prefix = e164, e164[:3]
+    head, rest = written[: len(prefix)], written[len(prefix) :]
+    digits = [i for i, ch in enumerate(rest) if ch.isdigit()]
+    keep = set(digits[:1] + digits[-2:])
+    return head + "".join(
+        MASK if i in digits and i not in keep else ch for i, ch in enumerate(rest)
+    )

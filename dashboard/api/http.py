@@ -26,7 +26,6 @@ from dashboard.reports import costs as cost_import
 from dashboard.reports import queries, rollup
 from dashboard.reports.models import MODELS, UNITS_PER_CALL
 from dashboard.reports.queries import CallFilter, Row, Scope
-from dashboard.reports.roles import mask_e164
 from tracker import appkeys
 from tracker.audit import audit
 from tracker.errors import ApiError, NotFound
@@ -41,6 +40,7 @@ from tracker.models import (
     TrackingNumber,
     WebhookEndpoint,
 )
+from tracker.phones import mask_e164
 from tracker.privacy.restrict import contact_request_visible, session_visible
 from tracker.web import client_ip, is_digits, parse_id, read_json
 

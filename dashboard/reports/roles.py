@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from typing import Final
 
-import phonenumbers
+from tracker.phones import mask_e164
 
 REPORT_ROLES: Final = ("marketer", "admin")
 SETTINGS_ROLES: Final = ("admin",)
-MASK: Final = "•"
 
 
 def sees_caller_numbers(role: str) -> bool:
@@ -26,24 +25,6 @@ def sees_caller_numbers(role: str) -> bool:
 
 def hears_recordings(role: str) -> bool:
     return role == "admin"
-
-
-def mask_e164(e164: str | None) -> str | None:
-    """Mask a number: keep the country code, the first national digit and the last two."""
-    if not e164:
-        return None
-    try:
-        number = phonenumbers.parse(e164, None)
-        written = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
-        prefix = f"+{number.country_code}"
-    except phonenumbers.NumberParseException:
-        written, prefix = e164, e164[:3]
-    head, rest = written[: len(prefix)], written[len(prefix) :]
-    digits = [i for i, ch in enumerate(rest) if ch.isdigit()]
-    keep = set(digits[:1] + digits[-2:])
-    return head + "".join(
-        MASK if i in digits and i not in keep else ch for i, ch in enumerate(rest)
-    )
 
 
 def caller_for(role: str, e164: str | None) -> str | None:
