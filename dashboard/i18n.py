@@ -283,6 +283,11 @@ TEXTS: dict[str, dict[str, str]] = {
     "users.phone": {"en": "Phone for callbacks", "fr": "Téléphone pour les rappels"},
     "users.status": {"en": "Status", "fr": "État"},
     "users.created": {"en": "Created", "fr": "Créé le"},
+    "users.status_line": {
+        "en": "Status: {status} · created {date}",
+        "fr": "État : {status} · créé le {date}",
+    },
+    "users.role_line": {"en": "Role: {role}", "fr": "Rôle : {role}"},
     "users.active": {"en": "Active", "fr": "Actif"},
     "users.disabled_since": {"en": "Disabled since {date}", "fr": "Désactivé depuis le {date}"},
     "users.you": {"en": "you", "fr": "vous"},

@@ -379,7 +379,9 @@ class UserFields:
 async def _account_user(ctx: Ctx, db: AsyncSession) -> User:
     """The user of the URL, only within the admin's own account (another's reads as unknown)."""
     raw = ctx.request.match_info["user_id"]
-    user = await db.get(User, int(raw)) if raw.isdigit() and len(raw) < 12 else None
+    # ASCII digits within the id column's range: "²" or 2**40 would fail in the database.
+    valid = raw.isascii() and raw.isdigit() and int(raw) < 2**31
+    user = await db.get(User, int(raw)) if valid else None
     if user is None or user.account_id != ctx.auth.user.account_id:
         raise web.HTTPNotFound(text=ctx.tr("users.unknown"))
     return user
@@ -402,10 +404,8 @@ def _user_forms(
         tr("users.disabled_since", date=_when(ctx, user.disabled_at)) if user.disabled_at
         else tr("users.active")
     )  # fmt: skip
-    details = (
-        f'<p class="muted">{escape(tr("users.status"))}: {escape(status)} · '
-        f"{escape(tr('users.created'))}: {escape(_when(ctx, user.created_at))}</p>"
-    )
+    line = tr("users.status_line", status=status, date=_when(ctx, user.created_at))
+    details = f'<p class="muted">{escape(line)}</p>'
     edit = (
         f'<form class="card" method="post" action="{escape(action)}" novalidate>{csrf}'
         '<input type="hidden" name="do" value="save">'
@@ -533,7 +533,7 @@ def _profile_forms(
     csrf = f'<input type="hidden" name="csrf" value="{escape(ctx.auth.csrf)}">'
     who = (
         f'<section class="card"><h2>{escape(user.email)}</h2><p class="muted">'
-        f"{escape(tr('users.role'))}: {escape(_role_name(ctx, user.role))}</p>"
+        f"{escape(tr('users.role_line', role=_role_name(ctx, user.role)))}</p>"
         f'<p class="muted small">{escape(tr("profile.ask_admin"))}</p></section>'
     )
     details = (

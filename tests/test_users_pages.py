@@ -239,7 +239,8 @@ async def test_an_admin_cannot_lock_themselves_out_nor_reach_another_account(
     assert response.status == 303 and (await _user(database, admin.email)).role == "admin"
     assert await _sign_ins(database, admin.id) == 1  # still signed in
 
-    for path in (f"{BASE}/{world.rival_user_id}", f"{BASE}/999999999", f"{BASE}/x"):
+    for path in (f"{BASE}/{world.rival_user_id}", f"{BASE}/999999999", f"{BASE}/x",
+                 f"{BASE}/%C2%B2", f"{BASE}/99999999999999", f"{BASE}/-1"):  # fmt: skip
         assert (await client.get(path)).status == 404, path
         response = await client.post(path, data={"csrf": csrf, "do": "disable"})
         assert response.status == 404, path
