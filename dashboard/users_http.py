@@ -53,7 +53,7 @@ from tracker.users import (
     update_user,
     verify_password,
 )
-from tracker.web import client_ip, read_form
+from tracker.web import client_ip, parse_id, read_form
 
 BASE = "/dashboard/users"
 PROFILE = "/profile"
@@ -378,10 +378,8 @@ class UserFields:
 
 async def _account_user(ctx: Ctx, db: AsyncSession) -> User:
     """The user of the URL, only within the admin's own account (another's reads as unknown)."""
-    raw = ctx.request.match_info["user_id"]
-    # ASCII digits within the id column's range: "²" or 2**40 would fail in the database.
-    valid = raw.isascii() and raw.isdigit() and int(raw) < 2**31
-    user = await db.get(User, int(raw)) if valid else None
+    user_id = parse_id(ctx.request.match_info["user_id"])
+    user = await db.get(User, user_id) if user_id is not None else None
     if user is None or user.account_id != ctx.auth.user.account_id:
         raise web.HTTPNotFound(text=ctx.tr("users.unknown"))
     return user
