@@ -17,6 +17,7 @@ from dashboard.app import create_app
 from tracker.clock import FrozenClock
 from tracker.db import Database
 from tracker.models import Cart, Pageview, Site, TrackedSession
+from tracker.numbers.rules import parse_rule
 from tracker.sites import SiteSpec, create_site, get_or_create_account
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
@@ -679,3 +680,96 @@ async def test_back_to_back_events_are_written_and_a_leave_keeps_the_shown_numbe
     async with database.sessions() as db:
         duration = await db.scalar(select(Pageview.duration_ms).where(Pageview.page_id == page))
     assert duration == 4000
+
+
+async def _add_numbers(client: TestClient[Any, Any], database: Database, site: Site,
+                       **options: Any) -> list[str]:  # fmt: skip
+    from telephony.carriers.simulated import SimulatedCarrier
+    from tracker import appkeys
+    from tracker.numbers.service import NumberService
+
+    service = client.server.app[appkeys.NUMBERS]
+    assert isinstance(service, NumberService)
+    service.carrier = service.carrier or SimulatedCarrier()  # the test app has none configured
+    async with database.begin() as db:
+        return [n.e164 for n in await service.add_numbers(db, site, FrozenClock().now(), **options)]
+
+
+def _shown(reply: dict[str, Any]) -> list[str]:
+    return [swap["to"]["e164"] for swap in reply["n"] or []]
+
+
+async def test_a_page_opened_from_elsewhere_starts_its_own_consentless_visit(
+    client: TestClient[Any, Any], database: Database
+) -> None:
+    """Same day, address and browser (an office, or a test's fresh browser contexts): only a
+    link of the site, a reload or the back button continue the consentless visit. `y` is the
+    snippet's `performance.navigation.type` (0 navigate, 1 reload, 2 back_forward)."""
+    site = await new_site(database)
+    (newsletter,) = await _add_numbers(client, database, site, rule=parse_rule("utm_source", "newsletter"))  # fmt: skip
+    first = Visitor(client, site)
+    reply = await first.view("https://velos-martin.fr/?utm_source=newsletter&utm_medium=email", y=0)
+    assert _shown(reply) == [newsletter]
+    for y, referrer in [(0, "https://velos-martin.fr/?utm_source=newsletter&utm_medium=email"),
+                        (1, None), (2, "https://www.google.com/"), ("reload", None)]:  # fmt: skip
+        again = Visitor(client, site)  # a new page load: nothing stored in the browser
+        reply = await again.view("https://velos-martin.fr/produits", referrer=referrer, y=y)
+        assert again.session == first.session, (y, referrer)
+        assert _shown(reply) == [newsletter]  # the source number follows the visit
+
+    latest = first.session
+    for y, referrer in [(0, None), (0, "https://www.google.com/"),
+                        (0, "https://velos-martin.fr.example.org/"), ("navigate", None),
+                        ("prerender", None)]:  # fmt: skip
+        fresh = Visitor(client, site)
+        reply = await fresh.view("https://velos-martin.fr/produits", referrer=referrer, y=y)
+        assert fresh.session not in (None, latest, first.session), (y, referrer)
+        assert _shown(reply) == [], (y, referrer)  # not the newsletter visitor's number
+        latest = fresh.session
+        # Its own next page continues its own visit (the latest of that browser).
+        follow = Visitor(client, site)
+        await follow.view("https://velos-martin.fr/panier", referrer="https://velos-martin.fr/produits", y=0)  # fmt: skip
+        assert follow.session == latest
+    session = await load_session(database, latest or "")
+    assert session.channel == "Direct" and session.landing_url == "https://velos-martin.fr/produits"
+    # An unknown `y` (a later browser type, a wrong type) reads as unknown: the visit continues.
+    for y in ("teleport", True, [0], None):
+        unknown = Visitor(client, site)
+        await unknown.view("https://velos-martin.fr/", y=y)
+        assert unknown.session == latest, y
+
+
+async def test_browsers_that_shared_a_consentless_visit_part_when_they_consent(
+    client: TestClient[Any, Any], database: Database
+) -> None:
+    """Two browsers of one address joined one visit before consent (an older snippet, or a
+    link followed in each); each consenting browser makes its own visitor id, and the second
+    one forks the visit: its own pool number, the same origin."""
+    site = await new_site(database)
+    await _add_numbers(client, database, site, count=3)
+    one, two = Visitor(client, site), Visitor(client, site)
+    await one.view("https://velos-martin.fr/?utm_source=google&utm_medium=cpc&gclid=g1")
+    await two.view("https://velos-martin.fr/velos", referrer="https://velos-martin.fr/", y=0)
+    assert one.session == two.session
+    shared = one.session
+    first_id, second_id = secrets.token_hex(8), secrets.token_hex(8)
+    reply_one = await one.send("consent", c=True, v=first_id)
+    reply_two = await two.send("consent", c=True, v=second_id)
+    assert one.session == shared and reply_one["v"] == first_id
+    assert two.session != shared and reply_two["v"] == second_id
+    assert _shown(reply_one) and _shown(reply_two) and _shown(reply_one) != _shown(reply_two)
+    fork = await load_session(database, two.session or "")
+    assert (fork.visitor_id, fork.consent) == (second_id, True)
+    assert (fork.channel, fork.gclid) == ("Paid Search", "g1")
+    assert fork.landing_url == "https://velos-martin.fr/?utm_source=google&utm_medium=cpc&gclid=g1"
+    # Each keeps its own visit and number on its next pages.
+    reply_two = await two.send("ping", c=True, v=second_id, d=1000)
+    reply_one = await one.send("ping", c=True, v=first_id, d=1000)
+    assert two.session == fork.id and one.session == shared
+    assert _shown(reply_one) != _shown(reply_two)
+    # A consenting browser without its visit's id (its first page) never joins another
+    # browser's consenting visit either.
+    three = Visitor(client, site)
+    reply = await three.view("https://velos-martin.fr/velos", referrer="https://velos-martin.fr/",
+                             y=0, c=True, v=secrets.token_hex(8))  # fmt: skip
+    assert three.session not in (shared, fork.id) and _shown(reply) not in (_shown(reply_one), _shown(reply_two))  # fmt: skip

@@ -341,9 +341,13 @@ def test_queued_commands_run_in_order_after_the_first_pageview(
     assert pageview["u"] == url
     assert pageview["r"] == "https://www.google.com/"
     assert pageview["ti"] == "Mugs — Shop"
+    assert pageview["y"] == 0  # how the page was loaded: a navigation (1 reload, 2 back)
     assert PAGE_ID.match(pageview["p"])
-    assert pageview["s"] is None and pageview["v"] is None
-    assert pageview["c"] is None and pageview["gpc"] is False
+    assert pageview["s"] is None and pageview["c"] is None and pageview["gpc"] is False
+    # The consenting browser makes its visitor id itself, at once (the server forks a visit
+    # another browser of the same address shared); queued before the pageview left, it goes
+    # with it, but the pageview itself does not claim consent.
+    assert PAGE_ID.match(consent["v"]) and pageview["v"] in (None, consent["v"])
     assert isinstance(pageview["lang"], str) and pageview["lang"]
     # Events queued before the first answer wait for it, so they carry its session id.
     assert cart["s"] == consent["s"] == SESSION
@@ -360,6 +364,8 @@ def test_queued_commands_run_in_order_after_the_first_pageview(
     assert site.preflights == 0
     assert all(e["_http"]["content_type"].startswith("text/plain") for e in site.events)
     assert all(e["_http"]["cookie"] == "" for e in site.events)
+    v.page.reload()
+    assert v.wait_count("pageview", 2)[1]["y"] == 1  # a reload continues a consentless visit
 
 
 def test_commands_after_load_and_a_second_tag_is_ignored(
@@ -587,6 +593,12 @@ def test_every_written_form_is_swapped_in_its_own_style(
         '<div id="noswap" data-calltrack-noswap><a href="tel:0123456789">01 23 45 67 89</a></div>'
         '<textarea id="ta">01 23 45 67 89</textarea><input id="in" value="01 23 45 67 89">'
         '<div id="ce" contenteditable>01 23 45 67 89</div>'
+        # Custom elements whose names hold "title" or "script" show page text; the script and
+        # style of an inline SVG (lower-case names) are code.
+        '<mat-card-title id="ce1">01 23 45 67 89</mat-card-title>'
+        '<product-description id="ce2">Tél. 01 23 45 67 89</product-description>'
+        '<svg><script id="svgs">window.svgNumber = "01 23 45 67 89"</script>'
+        '<style id="svgst">/* 01 23 45 67 89 */</style><text id="svgt">01 23 45 67 89</text></svg>'
     )
     v = visitor()
     v.page.goto(site.page(f"<ul>{body}</ul>", title="Call 01 23 45 67 89"))
@@ -610,6 +622,10 @@ def test_every_written_form_is_swapped_in_its_own_style(
     assert v.page.input_value("#ta") == "01 23 45 67 89"
     assert v.page.input_value("#in") == "01 23 45 67 89"
     assert v.text("#ce") == "01 23 45 67 89"
+    assert v.text("#ce1") == "09 87 65 43 21" and v.text("#ce2") == "Tél. 09 87 65 43 21"
+    assert v.page.text_content("#svgs") == 'window.svgNumber = "01 23 45 67 89"'
+    assert v.page.text_content("#svgst") == "/* 01 23 45 67 89 */"
+    assert v.page.text_content("#svgt") == "09 87 65 43 21"
     assert v.page.title() == "Call 01 23 45 67 89"
     assert site.events[0]["ti"] == "Call 01 23 45 67 89"
 

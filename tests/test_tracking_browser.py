@@ -63,7 +63,8 @@ class Stack:
             return site.site_key
 
     async def _page(self, request: web.Request) -> web.Response:
-        html = MERCHANT_PAGE.format(snippet=snippet_for(self.site_key, self.public_url))
+        key = request.query.get("site", self.site_key)  # another site of the test's own
+        html = MERCHANT_PAGE.format(snippet=snippet_for(key, self.public_url))
         return web.Response(text=html, content_type="text/html")
 
     def query(self, coro: Any) -> Any:
@@ -371,3 +372,63 @@ def test_events_and_a_callback_refused_by_a_restarting_worker_are_sent_again(
         stack.close()
         loop.call(front.cut())
         loop.stop()
+
+
+def test_browsers_of_one_address_get_their_own_numbers(stack: Stack, browser: Any) -> None:
+    """Every browser context here has the same address and user agent, as colleagues behind
+    one office address may: consentless visits must not merge across them, and each consenting
+    browser holds its own pool number on every page."""
+    from telephony.carriers.simulated import SimulatedCarrier
+    from tracker import appkeys
+    from tracker.numbers.rules import parse_rule
+    from tracker.numbers.service import NumberService
+    from tracker.phones import phone_forms
+
+    async def numbered_site() -> tuple[str, str]:
+        service = stack.calltrack.app[appkeys.NUMBERS]
+        assert isinstance(service, NumberService)
+        service.carrier = service.carrier or SimulatedCarrier()
+        async with stack.database.begin() as db:
+            account = await get_or_create_account(db, f"dni-{secrets.token_hex(4)}", SystemClock())
+            site = await create_site(db, account, SiteSpec("Vélos Martin", "localhost", "+33123456789", "FR"))  # fmt: skip
+            now = SystemClock().now()
+            await service.add_numbers(db, site, now, count=3)
+            (source,) = await service.add_numbers(db, site, now, rule=parse_rule("utm_source", "newsletter"))  # fmt: skip
+            return site.site_key, source.e164
+
+    key, source = stack.query(numbered_site())
+    business = "01 23 45 67 89"
+    page_url = f"{stack.merchant.url}/?site={key}"
+
+    def shown(page: Any) -> str:
+        return str(page.text_content("a[href^='tel:']"))
+
+    def settled(page: Any, not_this: str) -> str:
+        expect(page.locator("a[href^='tel:']")).not_to_have_text(not_this, timeout=10_000)
+        return shown(page)
+
+    contexts = [browser.new_context() for _ in range(4)]
+    try:
+        pages = [context.new_page() for context in contexts]
+        # Two consenting browsers: each its own pool number, kept on the next page.
+        numbers = []
+        for page in pages[:2]:
+            page.goto(page_url)
+            expect(page.locator("a[href^='tel:']")).to_have_text(business)
+            page.evaluate("calltrack('consent', true)")
+            numbers.append(settled(page, business))
+        assert numbers[0] != numbers[1]
+        for page, number in zip(pages[:2], numbers, strict=True):
+            page.goto(f"{stack.merchant.url}/velos?site={key}")
+            expect(page.locator("a[href^='tel:']")).to_have_text(number)
+            assert page.get_attribute("a[href^='tel:']", "href") != "tel:+33123456789"
+        # A newsletter reader sees the source number without consent; the next plain visitor
+        # from the same address does not inherit it.
+        pages[2].goto(page_url + "&utm_source=newsletter")
+        assert settled(pages[2], business) == phone_forms(source).national
+        pages[3].goto(page_url)
+        pages[3].wait_for_timeout(600)
+        expect(pages[3].locator("a[href^='tel:']")).to_have_text(business)
+    finally:
+        for context in contexts:
+            context.close()

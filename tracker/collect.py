@@ -73,6 +73,9 @@ class CollectEvent:
     gpc: bool = False
     language: str | None = None
     cart: CartSnapshot | None = None
+    # How the page was loaded (first pageview of a page only): "navigate", "reload" or
+    # "back_forward". None: unknown (an older snippet, a browser without the API).
+    navigation: str | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,19 @@ def parse_cart(raw: Any) -> CartSnapshot:
     return CartSnapshot(tuple(items), total, currency.upper() if currency else None)
 
 
+# `y`, how the page was loaded: the snippet sends `performance.navigation.type` (0, 1, 2);
+# the Navigation Timing 2 names are accepted too.
+NAVIGATION_TYPES = {0: "navigate", 1: "reload", 2: "back_forward", "navigate": "navigate",
+                    "reload": "reload", "back_forward": "back_forward", "prerender": "navigate"}  # fmt: skip
+
+
+def _navigation(value: Any) -> str | None:
+    """Read `y`; anything else (a type browsers add later, a wrong type) reads as unknown."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        return None
+    return NAVIGATION_TYPES.get(value)
+
+
 def parse_event(body: Any) -> CollectEvent:
     """Validate a collect body; raise ApiError with a precise code and sentence."""
     if not isinstance(body, dict):
@@ -236,6 +252,7 @@ def parse_event(body: Any) -> CollectEvent:
         gpc=body.get("gpc") is True,
         language=_text(body.get("lang"), 16, "lang"),
         cart=cart,
+        navigation=_navigation(body.get("y")),
     )
 
 

@@ -38,6 +38,7 @@ from tracker.collect import (
 from tracker.collector_pg import PostgresBatchWriter
 from tracker.errors import ApiError
 from tracker.models import Cart, Pageview, Site, TrackedSession
+from tracker.referrers import host_of, is_same_site
 from tracker.web import unreachable
 
 log = logging.getLogger("calltrack.collect")
@@ -64,6 +65,8 @@ POSTGRES_WRITERS = 2
 RECENT_PAGES = 16
 
 Row = dict[str, Any]
+# A lookup's answer: the event's visit, else None and the visit a new one forks from (if any).
+Found = tuple[TrackedSession | None, TrackedSession | None]
 # What one event writes: (statement name, row) pairs. A batch groups them by statement and
 # runs the statements in WRITE_ORDER, so foreign keys are satisfied (sessions first).
 Writes = list[tuple[str, Row]]
@@ -186,11 +189,14 @@ class Collector:
         if not event.session_id:
             return None
         session = self.cache.get(event.session_id)
-        return session if _usable(session, site, event, now - SESSION_TIMEOUT) else None
+        if not _usable(session, site, event, now - SESSION_TIMEOUT):
+            return None
+        assert session is not None
+        return None if _other_visitor(session, event) else session
 
     async def _find_session_once(
         self, site: Site, event: CollectEvent, anon_key: str | None, now: dt.datetime
-    ) -> TrackedSession | None:
+    ) -> Found:
         """Find the event's visit; lookups of the same browser wait for each other.
 
         The caller starts a visit right after a miss, without awaiting anything in between,
@@ -210,18 +216,25 @@ class Collector:
 
     async def _find_session(
         self, site: Site, event: CollectEvent, anon_key: str | None, now: dt.datetime
-    ) -> TrackedSession | None:
+    ) -> Found:
+        """The event's visit, else (None, the visit a new one forks from, if any)."""
         cutoff = now - SESSION_TIMEOUT
 
         def usable(session: TrackedSession | None) -> bool:
             return _usable(session, site, event, cutoff)
 
+        parent: TrackedSession | None = None
         if event.session_id:
             session = self.cache.get(event.session_id)
             if not usable(session):
                 session = await self._load(SESSIONS.c.id == event.session_id)
             if usable(session):
-                return session
+                assert session is not None
+                if not _other_visitor(session, event):
+                    return session, None
+                # Two browsers shared this visit (same day, address and browser, before either
+                # consented) and another one's visitor owns it now: this browser forks it.
+                parent = session
         if event.visitor_id:
             session = await self._load(
                 and_(
@@ -231,8 +244,8 @@ class Collector:
                 )
             )
             if usable(session):
-                return session
-        if anon_key and event.type != "leave":
+                return session, None
+        if anon_key and event.type != "leave" and parent is None and _continues(site, event):
             session = self.cache.by_anon_key(anon_key)
             if not usable(session):
                 session = await self._load(
@@ -243,8 +256,10 @@ class Collector:
                     )
                 )
             if usable(session):
-                return session
-        return None
+                assert session is not None
+                if not _other_visitor(session, event):
+                    return session, None
+        return None, parent
 
     # -- deciding ------------------------------------------------------------------------
 
@@ -282,10 +297,11 @@ class Collector:
         consent = consent_granted(site, event, client)
         anon_key: str | None = None
         session = self._cached_session(site, event, now)
+        parent: TrackedSession | None = None
         if session is None:
             # Only a visit this worker does not hold needs the keyed hash (an HMAC per event).
             anon_key = anon_visit_key(self._secret, site.id, client, now)
-            session = await self._find_session_once(site, event, anon_key, now)
+            session, parent = await self._find_session_once(site, event, anon_key, now)
         if session is not None:
             inserting = self._inserting.get(session.id)
             if inserting is not None and not inserting.done():
@@ -295,7 +311,7 @@ class Collector:
         if session is None:
             if event.type == "leave":
                 raise ApiError("unknown_session", "leave needs a session that exists", status=409)
-            session = _start_session(site, event, client, anon_key, consent, now)
+            session = _start_session(site, event, client, anon_key, consent, now, parent)
             self.cache.put(session)
         elif event.type != "leave" and session.last_seen_at < now:
             session.last_seen_at = now
@@ -545,6 +561,28 @@ def _usable(
     )
 
 
+def _other_visitor(session: TrackedSession, event: CollectEvent) -> bool:
+    """The visit belongs to another consenting browser (each one makes its own visitor id)."""
+    return bool(event.visitor_id and session.visitor_id and event.visitor_id != session.visitor_id)
+
+
+def _continues(site: Site, event: CollectEvent) -> bool:
+    """May an event that does not name its visit join the visit of the same day, address and
+    browser (the consentless stitching)? A page reached by a link of the site, reloaded or
+    reached with the back button continues a visit. A page opened from elsewhere (another
+    site, an ad, a bookmark, a typed address) starts one: otherwise every visitor behind one
+    office address with the same browser, or a test's fresh browser contexts, would merge into
+    the first one's visit and show its numbers. Events of an older snippet, which does not say
+    how its page was loaded, and events other than pageviews continue as before.
+    """
+    if event.type != "pageview" or event.navigation in (None, "reload", "back_forward"):
+        return True
+    referrer_host = host_of(event.referrer or "")
+    return bool(referrer_host) and is_same_site(
+        referrer_host, host_of(event.url or ""), site.domain
+    )
+
+
 def _consent_row(session: TrackedSession) -> dict[str, Any]:
     return {"b_id": session.id, "b_consent": session.consent, "b_visitor": session.visitor_id}
 
@@ -556,12 +594,13 @@ def _start_session(
     anon_key: str | None,
     consent: bool,
     now: dt.datetime,
+    parent: TrackedSession | None = None,
 ) -> TrackedSession:
     landing = event.url or f"https://{site.domain}/"
     referrer = event.referrer if event.type == "pageview" else None
     attribution = classify(landing, referrer, site_domain=site.domain)
     geo = client.geo_lookup(client.ip)
-    return TrackedSession(
+    session = TrackedSession(
         id=new_id(),
         site_id=site.id,
         visitor_id=(event.visitor_id or new_id()) if consent else None,
@@ -591,3 +630,14 @@ def _start_session(
         current_url=landing,
         current_title=event.title,
     )
+    if parent is not None:
+        # A fork keeps where the shared visit came from: this browser arrived that way too.
+        for name in _ORIGIN_FIELDS:
+            setattr(session, name, getattr(parent, name))
+        session.click_ids = dict(parent.click_ids or {})
+    return session
+
+
+# Where a visit came from (`_start_session` copies them into a fork).
+_ORIGIN_FIELDS = ("landing_url", "referrer", "channel", "source", "medium", "campaign", "term",
+                  "content", "gclid")  # fmt: skip

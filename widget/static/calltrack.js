@@ -137,7 +137,9 @@
   // Elements whose text is matched across their inline children (<a>01 23 <b>45</b> 67 89</a>):
   // the inline elements that wrap parts of a number in practice. Any other element is a block.
   IN = /^(A|B|I|U|S|EM|SPAN|SMALL|STRONG|FONT|SUB|SUP)$/,
-  SKIP = /SCRIPT|STYLE|TEXTAREA|TITLE/, // NOSCRIPT too
+  // Whole names, any case: SVG's are lower case, and custom elements (<mat-card-title>) hold
+  // page text.
+  SKIP = /^(NO)?SCRIPT$|^(STYLE|TEXTAREA|TITLE)$/i,
   NO = '[data-calltrack-noswap],[contenteditable]',
   TEL = 'a[href^="tel:" i]',
   blk = e => { while (IN.test(e.nodeName) && e.parentNode) e = e.parentNode; return e },
@@ -287,7 +289,9 @@
     cart: x => send('cart', {cart: x}),
     consent: x => {
       c = !!x;
-      if (!c) { V = null; ls('ct_v', 0); ls('ct_s', 0) }
+      // Each consenting browser makes its own visitor id at once: two browsers that shared a
+      // consentless visit (same address and browser) part there (the server forks the visit).
+      if (!c) { V = null; ls('ct_v', 0); ls('ct_s', 0) } else V ||= id();
       send('consent', {});
       save()
     },
@@ -325,7 +329,11 @@
     setTimeout(() => K || use([]), 1500)
   } catch {}
 
-  send('pageview', {u: location.href, r: D.referrer || null, ti: D.title});
+  // y: how the page was loaded (0 navigate, 1 reload, 2 back_forward; the older Navigation
+  // Timing API, far shorter to write than getEntriesByType): a consentless visit continues
+  // on a reload or a link of the site, not on a page opened from elsewhere.
+  send('pageview', {u: location.href, r: D.referrer || null, ti: D.title,
+    y: performance.navigation?.type});
   (W.calltrack = (...a) => run(a)).ct = 1;
   W.calltrack.s = () => S;
   q.forEach(run)
