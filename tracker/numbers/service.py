@@ -545,7 +545,9 @@ class NumberService:
                 e164=b.e164,
                 label=b.label,
                 is_primary=b.is_primary,
-                snippet=phone_forms(b.e164).as_snippet(with_display=False),
+                # With display forms: when a tracking number of another length goes away, the
+                # page writes the business number back in them (`from` of an answer's swaps).
+                snippet=phone_forms(b.e164).as_snippet(with_display=True),
             )
             for b in await db.scalars(
                 select(BusinessNumber)
