@@ -216,8 +216,13 @@ def retry_delay(attempts: int) -> dt.timedelta:
 def validate_url(url: str) -> str:
     """Accept an absolute http(s) URL without credentials."""
     text = (url or "").strip()
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname or len(text) > 2000:
+    try:
+        parts = urlsplit(text)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and len(text) <= 2000
+        parts.port  # noqa: B018 -- raises ValueError for a port out of range
+    except ValueError:  # "https://[::1" (an unclosed IPv6 address), "https://x:99999"
+        valid = False
+    if not valid:
         raise ApiError("invalid_url", "the endpoint must be an absolute http(s) URL")
     if parts.username or parts.password:
         raise ApiError("invalid_url", "put no credentials in the URL; verify our signature instead")

@@ -68,6 +68,9 @@ async def user_from_basic_auth(db: AsyncSession, authorization: str | None) -> U
     except (binascii.Error, UnicodeDecodeError) as exc:
         raise Unauthorized("unauthorized", "the Basic credentials are malformed") from exc
     email, _, password = decoded.partition(":")
+    if "\x00" in email or len(email) > 320:
+        # No email holds these; PostgreSQL's text cannot even compare a NUL.
+        raise Unauthorized("unauthorized", "the email or the password is wrong")
     user = await db.scalar(select(User).where(User.email == email.strip().lower()))
     # argon2 costs tens of milliseconds of CPU: verify in a thread, and verify against a dummy
     # hash for unknown users so the answer time does not tell which emails exist.

@@ -133,7 +133,10 @@ def _timestamp(params: Params, name: str = "Timestamp") -> dt.datetime | None:
         raise _bad(f"{name} must be an RFC 2822 date") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed.astimezone(dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError as exc:  # "Fri, 31 Dec 9999 23:59:59 -0100" is past year 9999 in UTC
+        raise _bad(f"{name} is out of range") from exc
 
 
 @dataclass(frozen=True)

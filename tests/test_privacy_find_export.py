@@ -187,3 +187,33 @@ def test_cli_find_and_export(
         "privacy.export",
         "privacy.find",
     ]
+
+
+async def test_a_caller_with_hundreds_of_calls_is_still_found(database: Database) -> None:
+    """Every call names records the audit search looks for; SQLite refuses an OR of more than
+    about a thousand terms ("Expression tree is too large"), which a repeat caller (or a
+    spammer) reached at about 200 calls, locking the DPO out of their file."""
+    import datetime as dt
+    import secrets
+
+    from tracker.models import Call
+
+    seeded = await seed_person(database)
+    async with database.begin() as db:
+        db.add_all(
+            Call(site_id=seeded.site.id, provider="simulated",
+                 provider_call_id="CA" + secrets.token_hex(16), caller_e164=PHONE,
+                 tracking_e164="+33123456789", started_at=NOW - dt.timedelta(minutes=n),
+                 channel="Direct", method="unattributed", confidence=0.0)
+            for n in range(1, 301)
+        )  # fmt: skip
+        calls = list(await db.scalars(select(Call.id).where(Call.caller_e164 == PHONE)))
+        # One audit entry names the last of them (a marketer opened it).
+        db.add(AuditEntry(account_id=seeded.account_id, actor="m@velos-martin.fr",
+                          action="report.call_viewed", target=f"calls:{max(calls)}", detail={},
+                          at=NOW))  # fmt: skip
+    async with database.sessions() as db:
+        person = await find_person(db, seeded.scope, parse_subject("phone", PHONE, "FR"), SECRET)
+    counts = person.counts()
+    assert counts["calls"] == 301
+    assert counts["audit_log"] == 4  # the three of the seed, and the call view

@@ -147,6 +147,10 @@ def _identifier(value: Any, name: str) -> str | None:
     return value
 
 
+# Amounts are NUMERIC(14, 2) columns.
+MAX_AMOUNT = Decimal("1e12")
+
+
 def _decimal(value: Any, name: str) -> Decimal | None:
     if value is None or value == "":
         return None
@@ -156,7 +160,8 @@ def _decimal(value: Any, name: str) -> Decimal | None:
         number = Decimal(str(value))
     except InvalidOperation as exc:
         raise ApiError("invalid_cart", f"{name} must be a number") from exc
-    if not number.is_finite() or abs(number) >= Decimal("1e12"):
+    # Rounded first: 999999999999.999 would round past what the columns hold (12 digits).
+    if not number.is_finite() or abs(number.quantize(Decimal("0.01"))) >= MAX_AMOUNT:
         raise ApiError("invalid_cart", f"{name} is out of range")
     return number.quantize(Decimal("0.01"))
 
@@ -198,6 +203,8 @@ def parse_cart(raw: Any) -> CartSnapshot:
     if total is None and items:
         prices = [i.price * i.qty for i in items if i.price is not None]
         total = sum(prices, Decimal("0.00")) if prices else None
+        if total is not None and abs(total) >= MAX_AMOUNT:
+            raise ApiError("invalid_cart", "the cart's total is out of range; send cart.total")
     return CartSnapshot(tuple(items), total, currency.upper() if currency else None)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 import re
 import socket
 import sqlite3
@@ -14,6 +15,8 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from multidict import MultiDictProxy
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -142,15 +145,55 @@ def log_background_failure(logger: logging.Logger, message: str, exc: BaseExcept
         logger.exception(message)
 
 
+# What reading a body raises for bytes no client should send: not UTF-8 (UnicodeDecodeError),
+# a multipart body without its boundary (AssertionError, ValueError) or with broken part
+# headers (HttpProcessingError), an unknown charset (LookupError), a body that does not
+# decode with its Content-Encoding (RequestPayloadError).
+BODY_ERRORS = (
+    UnicodeDecodeError, ValueError, AssertionError, LookupError, RequestPayloadError,
+    HttpProcessingError,
+)  # fmt: skip
+
+
+def _broken(exc: BaseException | None) -> bool:
+    return isinstance(exc, RequestPayloadError | HttpProcessingError)
+
+
+def drop_unread_body(request: web.Request, exc: BaseException | None = None) -> None:
+    """After a body that broke while it arrived (it does not decode with its
+    Content-Encoding, a chunk is malformed): answer, then close the connection (where the next
+    request would start is unknown), without aiohttp reading the rest of the body after the
+    answer, failing again and logging a traceback for what a client sent."""
+    if _broken(exc) or _broken(request.content.exception()):
+        request.content.feed_eof()
+        request.protocol.close()
+        request[BROKEN_BODY] = True
+
+
+# Set on a request whose body broke: its answer says `Connection: close`, so that the client
+# opens a new connection for its next request.
+BROKEN_BODY: web.RequestKey[bool] = web.RequestKey("broken_body", bool)
+
+
+async def close_after_broken_body(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare` hook, for every answer: whether or not the handler read the body
+    (a sign-in form sent as gzip garbage, a GET with a body), one that broke closes the
+    connection after the answer."""
+    drop_unread_body(request)
+    if request.get(BROKEN_BODY):
+        response.force_close()
+        # The hook runs after aiohttp wrote the Connection header in, before it sends them.
+        response.headers["Connection"] = "close"
+
+
 async def read_form(
     request: web.Request,
 ) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
     """Read a form body (urlencoded or multipart); a body that is not a UTF-8 form is a 400."""
     try:
         form = await request.post()
-    except (UnicodeDecodeError, ValueError, AssertionError) as exc:
-        # aiohttp raises these for bytes that are not UTF-8 and multipart bodies without
-        # their boundary.
+    except BODY_ERRORS as exc:
+        drop_unread_body(request, exc)
         raise ApiError("invalid_form", "the body is not a UTF-8 form", status=400) from exc
     for name, value in form.items():
         if isinstance(value, str) and ("\x00" in value or "\x00" in name):
@@ -164,17 +207,22 @@ async def read_json(request: web.Request, max_bytes: int) -> Any:
     if request.content_length is not None and request.content_length > max_bytes:
         raise ApiError("payload_too_large", f"the body exceeds {max_bytes} bytes", status=413)
     raw: bytes | bytearray
-    if request.content_length is not None:
-        # The length was checked above: read the body in one go.
-        raw = await request.read()
-    else:
-        raw = bytearray()
-        async for chunk in request.content.iter_chunked(16384):
-            raw.extend(chunk)
-            if len(raw) > max_bytes:
-                raise ApiError(
-                    "payload_too_large", f"the body exceeds {max_bytes} bytes", status=413
-                )
+    try:
+        if request.content_length is not None:
+            # The length was checked above: read the body in one go.
+            raw = await request.read()
+        else:
+            raw = bytearray()
+            async for chunk in request.content.iter_chunked(16384):
+                raw.extend(chunk)
+                if len(raw) > max_bytes:
+                    raise ApiError(
+                        "payload_too_large", f"the body exceeds {max_bytes} bytes", status=413
+                    )
+    except (RequestPayloadError, HttpProcessingError) as exc:
+        # A body that does not decode with its Content-Encoding, a broken chunked body.
+        drop_unread_body(request, exc)
+        raise ApiError("invalid_json", "the body could not be read as sent") from exc
     if not raw:
         raise ApiError("invalid_json", "the body is empty; a JSON object is expected")
     try:
@@ -205,8 +253,15 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e309: a JSON number no double holds; int() of it would raise
+        raise ValueError(f"{text[:40]} is out of range")
+    return value
+
+
 # One decoder for every body: json.loads with a keyword builds a new one per call.
-_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -223,8 +278,8 @@ def _storable(value: Any) -> Any:
 def loads_strict(text: str) -> Any:
     """Parse JSON as RFC 8259 defines it, into strings every database can store.
 
-    Python's NaN, Infinity and -Infinity are refused, so no later int() or arithmetic meets a
-    value no JSON sender can mean. A `\\uD800`-style escape of half a surrogate pair (which
+    Python's NaN, Infinity and -Infinity are refused, and so are numbers too large for a double
+    (1e309), so no later int() or arithmetic meets a value no JSON sender can mean. A `\\uD800`-style escape of half a surrogate pair (which
     a browser's JSON.stringify emits for a broken string) becomes U+FFFD: UTF-8, and so
     PostgreSQL and SQLite, cannot hold it. A `\\u0000` is dropped: PostgreSQL's text cannot
     hold U+0000 either.

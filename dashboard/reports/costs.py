@@ -55,13 +55,21 @@ def _decimal(text: str, line: int) -> Decimal:
         value = Decimal(raw)
     except InvalidOperation as exc:
         raise _bad(line, f"cost {text!r} is not a number") from exc
-    if not value.is_finite() or value < 0 or value >= Decimal("1e12"):
-        raise _bad(line, f"cost {text!r} must be a positive amount")
+    # Rounded first: 999999999999.999 rounds past what the column holds (12 digits, 2 decimals).
+    if not value.is_finite() or value < 0 or value.quantize(Decimal("0.01")) >= Decimal("1e12"):
+        raise _bad(line, f"cost {text!r} must be a positive amount under 1,000,000,000,000")
     return value.quantize(Decimal("0.01"))
 
 
 def parse_costs_csv(text: str) -> list[CostRow]:
     """Read a spend file; raise ApiError naming the first bad line."""
+    try:
+        return _parse_costs_csv(text)
+    except csv.Error as exc:  # a field over csv's 128 KiB limit, a NUL in a quoted field
+        raise ApiError("invalid_costs", f"the file is not a readable CSV file: {exc}") from exc
+
+
+def _parse_costs_csv(text: str) -> list[CostRow]:
     sample = text[:4096]
     try:
         dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")

@@ -42,7 +42,14 @@ from tracker.audit import COMMIT_MARGIN, audit, recent_audit_mark
 from tracker.errors import ApiError
 from tracker.geo import truncate_ip
 from tracker.models import AdCost, Site, WebhookDelivery, WebhookEndpoint
-from tracker.web import client_ip, log_background_failure, parse_id, read_form
+from tracker.web import (
+    BODY_ERRORS,
+    client_ip,
+    drop_unread_body,
+    log_background_failure,
+    parse_id,
+    read_form,
+)
 
 log = logging.getLogger("calltrack.reports")
 
@@ -1024,8 +1031,10 @@ async def costs_upload(request: web.Request) -> web.Response:
         raise ApiError("payload_too_large", "the file exceeds 10 MiB", status=413)
     try:
         fields, raw = await _read_upload(request)
-    except (AssertionError, ValueError) as exc:
-        # Not multipart, no boundary, or text fields that are not UTF-8 (UnicodeDecodeError).
+    except BODY_ERRORS as exc:
+        # Not multipart, no boundary or no Content-Type (KeyError), broken parts, text fields
+        # that are not UTF-8 or in an unknown charset, a body that does not decode.
+        drop_unread_body(request, exc)
         raise ApiError(
             "invalid_form", "send the file as multipart/form-data with the form's fields"
         ) from exc

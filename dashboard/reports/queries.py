@@ -49,7 +49,7 @@ from tracker.models import (
     TrackedSession,
 )
 from tracker.privacy.restrict import call_visible
-from tracker.web import is_digits
+from tracker.web import MAX_ID, is_digits
 
 # The longest range a report may cover: two years of daily rows is still small.
 MAX_DAYS: Final = 731
@@ -635,9 +635,12 @@ def decode_cursor(cursor: str | None) -> tuple[dt.datetime, int] | None:
         return None
     stamp, _, ident = cursor.partition("_")
     try:
-        return dt.datetime.fromtimestamp(float(stamp), dt.UTC), int(ident)
+        moment, call_id = dt.datetime.fromtimestamp(float(stamp), dt.UTC), int(ident)
     except (ValueError, OverflowError) as exc:
         raise ApiError("invalid_cursor", "cursor is not one this API returned") from exc
+    if not 0 <= call_id <= MAX_ID:  # past the id column: the database would refuse it
+        raise ApiError("invalid_cursor", "cursor is not one this API returned")
+    return moment, call_id
 
 
 async def list_calls(

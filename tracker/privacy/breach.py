@@ -35,9 +35,11 @@ def parse_moment(text: str, *, end: bool = False) -> dt.datetime:
             day = dt.datetime.fromisoformat(raw).replace(tzinfo=dt.UTC)
             return day + dt.timedelta(days=1) if end else day
         moment = dt.datetime.fromisoformat(raw)
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+        # In UTC, as the columns store it: "0001-01-01T00:00+01:00" falls before year 1.
+        return moment.astimezone(dt.UTC)
     except (ValueError, OverflowError) as exc:
         raise ApiError("invalid_date", f"{text!r} is not an ISO date such as 2026-03-01") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def _refs(entry: AuditEntry) -> list[tuple[str, str]]:

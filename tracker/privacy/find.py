@@ -388,14 +388,33 @@ async def _load_related(db: AsyncSession, person: Person, secret_key: str) -> No
     person.exports = [e for e in exports if hashes.intersection(e.subject_hashes or [])]
     substrings, exact = person.text_tokens(secret_key)
     person.audit_entries = await audit_entries_about(db, account, substrings, exact)
-    person.webhook_deliveries = list(
-        await db.scalars(
+    deliveries: dict[int, WebhookDelivery] = {}
+    for some, _ in _token_chunks(substrings, set()):
+        for delivery in await db.scalars(
             select(WebhookDelivery).where(
                 WebhookDelivery.account_id == account,
-                _text_match(WebhookDelivery.body, substrings, set()),
+                _text_match(WebhookDelivery.body, some, set()),
             )
+        ):
+            deliveries[delivery.id] = delivery
+    person.webhook_deliveries = [deliveries[key] for key in sorted(deliveries)]
+
+
+# Conditions per statement: SQLite parses "a OR b OR ..." as a tree at most 1,000 deep, and a
+# caller with a few hundred calls and visits names more records than that.
+MAX_TEXT_CONDITIONS = 200
+
+
+def _token_chunks(substrings: set[str], exact: set[str]) -> list[tuple[set[str], set[str]]]:
+    """Split the tokens into groups of at most MAX_TEXT_CONDITIONS, for one query each."""
+    tokens = [(token, False) for token in sorted(substrings)] + [(t, True) for t in sorted(exact)]
+    return [
+        (
+            {t for t, is_exact in tokens[i : i + MAX_TEXT_CONDITIONS] if not is_exact},
+            {t for t, is_exact in tokens[i : i + MAX_TEXT_CONDITIONS] if is_exact},
         )
-    )
+        for i in range(0, len(tokens), MAX_TEXT_CONDITIONS)
+    ]
 
 
 def _text_match(column: Any, substrings: set[str], exact: set[str]) -> ColumnElement[bool]:
@@ -412,16 +431,18 @@ async def audit_entries_about(
     if not substrings and not exact:
         return []
     detail = sql_cast(AuditEntry.detail, Text)
-    rows = await db.scalars(
-        select(AuditEntry)
-        .where(
-            AuditEntry.account_id == account_id,
-            or_(
-                _text_match(AuditEntry.target, substrings, set()),
-                in_values(AuditEntry.target, exact),
-                _text_match(detail, substrings, exact),
-            ),
+    found: dict[int, AuditEntry] = {}
+    for some, some_exact in _token_chunks(substrings, exact):
+        rows = await db.scalars(
+            select(AuditEntry).where(
+                AuditEntry.account_id == account_id,
+                or_(
+                    _text_match(AuditEntry.target, some, set()),
+                    in_values(AuditEntry.target, some_exact),
+                    _text_match(detail, some, some_exact),
+                ),
+            )
         )
-        .order_by(AuditEntry.id)
-    )
-    return list(rows)
+        for entry in rows:
+            found[entry.id] = entry
+    return [found[key] for key in sorted(found)]
