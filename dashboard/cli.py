@@ -62,12 +62,31 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+def malformed_http_as_one_line(record: logging.LogRecord) -> bool:
+    """aiohttp logs each request it cannot parse (a URL over 8 KiB, raw bytes in the path, a
+    bad chunk) as an ERROR with a traceback, and answers 400 itself: what anyone can send must
+    not fill the log with tracebacks. One warning line instead, without the traceback."""
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    error = record.exc_info[1] if record.exc_info else None
+    if isinstance(error, HttpProcessingError):
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.msg = (
+            f"{record.getMessage()}: malformed request refused ({error.code}): {error.message!r}"[
+                :500
+            ]
+        )
+        record.args, record.exc_info, record.exc_text = None, None, None
+    return True
+
+
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
     # Alembic narrates every migration step at INFO; only its problems are worth a line.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(malformed_http_as_one_line)
 
 
 def emit(data: Any) -> None:

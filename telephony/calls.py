@@ -48,8 +48,8 @@ from tracker.web import is_digits
 
 log = logging.getLogger("calltrack.calls")
 
-CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
-RECORDING_SID = re.compile(r"^RE[0-9a-fA-F]{32}$")
+CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}\Z")
+RECORDING_SID = re.compile(r"^RE[0-9a-fA-F]{32}\Z")
 MAX_PARAM = 1000
 # Order of a call's statuses: a callback never moves a call back to an earlier one, and the
 # final statuses never change into a non-final one. Within one rank, SequenceNumber decides.

@@ -116,3 +116,31 @@ async def test_a_served_instance_has_no_demo_pages_and_starts_at_sign_in(
     assert root.status == 302 and root.headers["Location"] == "/demo/activity"
     assert (await demo.get("/demo/")).status == 200
     assert await demo_sites() == max(before, 1)
+
+
+async def test_a_malformed_request_is_refused_and_logged_as_one_line(
+    aiohttp_client: ClientFactory, caplog: Any
+) -> None:
+    """aiohttp answers a request it cannot parse itself and logs an ERROR with a traceback:
+    anyone could fill the log that way. `calltrack serve` logs one warning line instead."""
+    import asyncio
+    import logging
+
+    from dashboard.cli import malformed_http_as_one_line
+
+    client = await aiohttp_client(create_app(make_settings("sqlite+aiosqlite:///:memory:")))
+    caplog.set_level(logging.DEBUG, logger="aiohttp.server")
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: calltrack.test\r\n\r\n")
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    assert status_line.split()[1] == b"400"
+    records = [r for r in caplog.records if r.name == "aiohttp.server" and r.exc_info]
+    assert records, "aiohttp no longer logs malformed requests with their exception"
+    record = records[0]
+    assert record.levelno == logging.ERROR  # what aiohttp does on its own
+    malformed_http_as_one_line(record)
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert "malformed request refused (400)" in record.getMessage()
+    assert len(record.getMessage()) <= 500  # not the 9,000-byte line

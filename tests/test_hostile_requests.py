@@ -377,6 +377,10 @@ async def test_values_past_every_range_get_a_4xx(pg_world: World) -> None:
     cart = {"k": site, "t": "cart", "p": page, "cart": {"currency": "EUR"}}
     cases = [
         collect(view + ', "d": 1e309}'),
+        # "$" also matches before a final newline: ids are checked to the very end.
+        collect(view + ', "v": "0123456789abcdef\\n"}'),
+        ("POST", "/telephony/twilio/status", "telephony.http",
+         {"CallSid": "CA" + "3" * 32 + "\n", "CallStatus": "completed"}, None),
         collect(view + ', "d": -1e309}'),
         collect({**cart, "cart": {"items": [{"name": "x", "qty": 1, "price": "999999999999.999"}]}}),
         collect({**cart, "cart": {"items": [{"name": "x", "qty": 1, "price": -999999999999.999}]}}),

@@ -27,7 +27,7 @@ from tracker.web import loads_strict
 SESSION_TIMEOUT = dt.timedelta(minutes=30)
 EventType = Literal["pageview", "ping", "leave", "cart", "consent"]
 EVENT_TYPES: tuple[str, ...] = ("pageview", "ping", "leave", "cart", "consent")
-_ID = re.compile(r"^[0-9a-f]{16,32}$")
+_ID = re.compile(r"^[0-9a-f]{16,32}\Z")
 MAX_URL = 4096
 MAX_TITLE = 500
 MAX_CART_ITEMS = 200

@@ -20,7 +20,7 @@ from tracker.phones import InvalidPhoneNumber, phone_forms, to_e164
 
 CONSENT_MODES = ("required", "not_required")
 POOL_EXHAUSTION = ("overflow", "business")
-_DOMAIN = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$")
+_DOMAIN = re.compile(r"^(?=.{1,253}\Z)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\Z")
 _COUNTRY_LANGUAGE = {"FR": "fr", "BE": "fr", "LU": "fr", "CH": "fr", "MC": "fr", "CA": "en"}
 
 

@@ -22,7 +22,7 @@ USER_LANGUAGES = ("en", "fr")
 MIN_PASSWORD_LENGTH = 10
 # argon2 hashes any length; this only bounds the work one form can ask for.
 MAX_PASSWORD_LENGTH = 1000
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,}$")
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,}\Z")
 _hasher = PasswordHasher()
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 # Ids are Redis stream ids, "<milliseconds>-<sequence>", compared as integer pairs.
 EventId = tuple[int, int]
-_ID = re.compile(r"^(\d{1,15})-(\d{1,15})$")
+_ID = re.compile(r"^(\d{1,15})-(\d{1,15})\Z")
 ZERO_ID: EventId = (0, 0)
 
 

@@ -28,7 +28,7 @@ from tracker.errors import ApiError
 from tracker.models import AdCost
 
 MAX_ROWS: Final = 100_000
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_CURRENCY = re.compile(r"^[A-Z]{3}\Z")
 _CHANNEL_NAMES: Final = {c.casefold(): c for c in CHANNELS}
 
 

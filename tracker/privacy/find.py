@@ -48,8 +48,8 @@ LINK_MIN_CONFIDENCE = 0.6
 MAX_ROUNDS = 5
 # Beyond this many visits or calls the search stops growing; the result says it was capped.
 MAX_RECORDS = 2000
-_HEX_ID = re.compile(r"^[0-9a-f]{16,32}$")
-_CALL_ID = re.compile(r"^(?:\d{1,18}|[A-Za-z0-9_-]{8,64})$")
+_HEX_ID = re.compile(r"^[0-9a-f]{16,32}\Z")
+_CALL_ID = re.compile(r"^(?:\d{1,18}|[A-Za-z0-9_-]{8,64})\Z")
 _CHUNK = 500
 
 

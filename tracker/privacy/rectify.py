@@ -34,7 +34,7 @@ RECTIFIABLE: dict[str, dict[str, tuple[str, str]]] = {
         "language": ("language", "language"),
     },
 }
-_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})?\Z")
 MAX_MESSAGE = 2000
 
 
