@@ -444,6 +444,8 @@ def _error_page(ctx: Ctx, exc: ApiError, active: str) -> web.Response:
     body = (
         f"<h1>{escape(ctx.tr('privacy.error'))}</h1>"
         f'<p class="alert" role="alert">{escape(exc.message)}</p>'
+        # The code too, as on every error page (dashboard/errors.py).
+        f'<p class="muted">{escape(ctx.tr("error.code"))} <code>{escape(exc.code)}</code></p>'
         f'<p><a href="{BASE}">{escape(ctx.tr("privacy.find"))}</a></p>'
     )
     return _page(ctx, ctx.tr("privacy.error"), body, active, status=exc.status)

@@ -417,3 +417,9 @@ async def test_values_past_every_range_get_a_4xx(pg_world: World) -> None:
         if not 400 <= status < 500:
             failures.append(f"{method} {path} {params or raw[:80]!r}: {status}")
     assert not failures, "\n".join(failures)
+    # A privacy page's own error page names the code too, as every error page does.
+    response = await world.client.get(
+        "/dashboard/privacy/breach",
+        params={"since": "0001-01-01T00:00+01:00", "until": "2026-01-01"},
+    )
+    assert response.status == 400 and "<code>invalid_date</code>" in await response.text()
