@@ -28,7 +28,7 @@ from tracker.db import Database
 from tracker.geo import GeoLookup
 from tracker.metrics import REGISTRY, request_seconds
 from tracker.sitecache import SiteCache
-from tracker.web import Handler, close_after_broken_body, error_middleware
+from tracker.web import Handler, error_middleware
 from widget import contact_http
 from widget import http as widget_http
 
@@ -108,7 +108,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[appkeys.SITE_CACHE] = SiteCache(app[appkeys.CLOCK])
     app[appkeys.NUMBERS] = None
     app[appkeys.EXTRAS] = {"collect_listeners": []}
-    app.on_response_prepare.append(close_after_broken_body)
     app.cleanup_ctx.append(_database_ctx)
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_geo_ctx)

@@ -16,7 +16,7 @@ from aiohttp import web
 from dashboard.auth import AUTH_KEY, Auth
 from dashboard.i18n import pick_language, t
 from dashboard.pages import escape, render_page
-from tracker.web import Handler
+from tracker.web import Handler, close_if_body_broke
 
 # Machine endpoints keep their JSON whatever the client accepts.
 MACHINE_PREFIXES = ("/collect", "/contact", "/ct.js", "/api/", "/telephony/", "/healthz",
@@ -63,7 +63,18 @@ def error_page(
 
 @web.middleware
 async def html_error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outside `error_middleware`: re-render its JSON errors for browser navigations."""
+    """Outside `error_middleware`: re-render its JSON errors for browser navigations; and, the
+    outermost, close the connection after any answer to a body that broke."""
+    try:
+        response = await _page_for_errors(request, handler)
+    except web.HTTPException as exc:  # redirects and the like, answered by aiohttp
+        close_if_body_broke(request, exc)
+        raise
+    close_if_body_broke(request, response)
+    return response
+
+
+async def _page_for_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
     if (
         response.status < 400

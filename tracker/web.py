@@ -175,15 +175,13 @@ def drop_unread_body(request: web.Request, exc: BaseException | None = None) -> 
 BROKEN_BODY: web.RequestKey[bool] = web.RequestKey("broken_body", bool)
 
 
-async def close_after_broken_body(request: web.Request, response: web.StreamResponse) -> None:
-    """`on_response_prepare` hook, for every answer: whether or not the handler read the body
-    (a sign-in form sent as gzip garbage, a GET with a body), one that broke closes the
-    connection after the answer."""
-    drop_unread_body(request)
-    if request.get(BROKEN_BODY):
+def close_if_body_broke(request: web.Request, response: web.StreamResponse) -> None:
+    """For every answer (`html_error_middleware`, the outermost): whether or not the handler
+    read the body (a sign-in form sent as gzip garbage, a redirect before any reading), one
+    that broke closes the connection after the answer, with `Connection: close`."""
+    if request.get(BROKEN_BODY) or _broken(request.content.exception()):
+        drop_unread_body(request)
         response.force_close()
-        # The hook runs after aiohttp wrote the Connection header in, before it sends them.
-        response.headers["Connection"] = "close"
 
 
 async def read_form(
