@@ -1,10 +1,29 @@
-"""Pieces of the server-rendered forms: a field's error message where the field is."""
+"""Pieces of the server-rendered form pages: the request context, a field's error message
+where the field is, notices."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
+from aiohttp import web
+
+from dashboard.auth import Auth
+from dashboard.i18n import t
 from dashboard.pages import escape
+
+
+@dataclasses.dataclass(frozen=True)
+class FormCtx:
+    """A signed-in request to a form page, in the language it is answered in."""
+
+    request: web.Request
+    auth: Auth
+    lang: str
+
+    def tr(self, key: str, **values: str) -> str:
+        text = t(key, self.lang)
+        return text.format(**values) if values else text
 
 
 def field_error(errors: Mapping[str, str], name: str) -> str:

@@ -18,9 +18,9 @@ from multidict import MultiDictProxy
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dashboard.auth import Auth, check_csrf, require
+from dashboard.auth import check_csrf, require
+from dashboard.forms import FormCtx, field_error, invalid_attrs
 from dashboard.forms import alert as alert_html
-from dashboard.forms import field_error, invalid_attrs
 from dashboard.forms import notice as notice_html
 from dashboard.i18n import pick_language, t
 from dashboard.pages import escape, nav_for, new_nonce, render_page
@@ -230,15 +230,7 @@ class Fields:
 
 
 @dataclasses.dataclass(frozen=True)
-class Ctx:
-    request: web.Request
-    auth: Auth
-    lang: str
-
-    def tr(self, key: str, **values: str) -> str:
-        text = t(key, self.lang)
-        return text.format(**values) if values else text
-
+class Ctx(FormCtx):
     def url(self, **query: str) -> str:
         return f"{BASE}?{urlencode({**query, 'lang': self.lang})}"
 

@@ -27,9 +27,9 @@ from multidict import MultiDictProxy
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dashboard.auth import Auth, check_csrf, require
-from dashboard.forms import alert, field_error, invalid_attrs, notice
-from dashboard.i18n import pick_language, t
+from dashboard.auth import check_csrf, require
+from dashboard.forms import FormCtx, alert, field_error, invalid_attrs, notice
+from dashboard.i18n import pick_language
 from dashboard.pages import escape, nav_for, new_nonce, render_page
 from tracker import appkeys
 from tracker.audit import audit
@@ -64,15 +64,7 @@ MAX_FIELD = 400  # longer than any email or phone a form may hold; the rest is c
 
 
 @dataclasses.dataclass(frozen=True)
-class Ctx:
-    request: web.Request
-    auth: Auth
-    lang: str
-
-    def tr(self, key: str, **values: str) -> str:
-        text = t(key, self.lang)
-        return text.format(**values) if values else text
-
+class Ctx(FormCtx):
     @property
     def now(self) -> dt.datetime:
         return self.request.app[appkeys.CLOCK].now()
