@@ -279,8 +279,8 @@ def loads_strict(text: str) -> Any:
     Python's NaN, Infinity and -Infinity are refused, and so are numbers too large for a double
     (1e309), so no later int() or arithmetic meets a value no JSON sender can mean. A
     `\\uD800`-style escape of half a surrogate pair (which a browser's JSON.stringify emits for a
-    broken string) becomes U+FFFD: UTF-8, and so PostgreSQL and SQLite, cannot hold it. A `\\u0000` is dropped: PostgreSQL's text cannot
-    hold U+0000 either.
+    broken string) becomes U+FFFD: UTF-8, and so PostgreSQL and SQLite, cannot hold it. A
+    `\\u0000` is dropped: PostgreSQL's text cannot hold U+0000 either.
     """
     value = _DECODER.decode(text)
     if "\\ud" in text or "\\uD" in text or "\\u0000" in text:
