@@ -334,7 +334,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "A user with this email already exists.",
         "fr": "Un utilisateur avec cet e-mail existe déjà.",
     },
-    "users.done_created": {"en": "{email} was added.", "fr": "{email} a été ajouté."},
+    "users.done_created": {"en": "The user was added.", "fr": "L'utilisateur a été ajouté."},
+    "users.done_created_named": {"en": "{email} was added.", "fr": "{email} a été ajouté."},
     "users.done_saved": {
         "en": "Saved. A new role signs the user out everywhere: they sign in again to get it.",
         "fr": "Enregistré. Un nouveau rôle déconnecte l'utilisateur partout : il se reconnecte pour l'obtenir.",

@@ -207,6 +207,13 @@ class NewUser:
     errors: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
+async def _account_user_id(db: AsyncSession, account_id: int, email: str) -> int | None:
+    user_id: int | None = await db.scalar(
+        select(User.id).where(User.account_id == account_id, User.email == email)
+    )
+    return user_id
+
+
 async def _account_users(db: AsyncSession, account_id: int) -> list[User]:
     return list(
         await db.scalars(select(User).where(User.account_id == account_id).order_by(User.email))
@@ -302,13 +309,18 @@ DONE = {
 
 def _done(ctx: Ctx) -> str:
     key = DONE.get(ctx.request.query.get("done", ""))
-    return ctx.tr(key, email=ctx.request.query.get("email", "")[:320]) if key else ""
+    return ctx.tr(key) if key else ""
 
 
 async def users_page(request: web.Request) -> web.Response:
     ctx = await _ctx(request, "admin")
+    message = _done(ctx)
     async with request.app[appkeys.DATABASE].begin() as db:
-        content = await _users_content(ctx, db, NewUser(), message=_done(ctx))
+        email = ctx.request.query.get("email", "")[:320].lower()
+        # Named only when the account has that user: a crafted link cannot put words on the page.
+        if message and email and await _account_user_id(db, ctx.auth.user.account_id, email):
+            message = ctx.tr("users.done_created_named", email=email)
+        content = await _users_content(ctx, db, NewUser(), message=message)
     return _page(ctx, BASE, ctx.tr("users.title"), content)
 
 

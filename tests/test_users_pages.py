@@ -138,6 +138,9 @@ async def test_an_admin_adds_a_user_with_errors_shown_by_their_fields(world: Wor
     assert verify_password(created.password_hash, NEW_PASSWORD)
     html = await (await client.get(response.headers["Location"])).text()
     assert "nouveau@velos-martin.fr was added." in html and "+33 6 12 34 56 78" in html
+    # A crafted link cannot make the page say that someone else was added.
+    html = await (await client.get(f"{BASE}?done=created&email=ceo%40rival.fr")).text()
+    assert "The user was added." in html and "ceo@rival.fr" not in html
 
     # The same email again (in any case): refused by the email field.
     response = await client.post(BASE, data=_new_user(csrf, email="NOUVEAU@velos-martin.fr"))
