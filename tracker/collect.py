@@ -160,10 +160,14 @@ def _decimal(value: Any, name: str) -> Decimal | None:
         number = Decimal(str(value))
     except InvalidOperation as exc:
         raise ApiError("invalid_cart", f"{name} must be a number") from exc
-    # Rounded first: 999999999999.999 would round past what the columns hold (12 digits).
-    if not number.is_finite() or abs(number.quantize(Decimal("0.01"))) >= MAX_AMOUNT:
+    # Checked before rounding (1e30 has more digits than rounding can hold) and after
+    # (999999999999.999 rounds past what the columns hold: 12 digits before the point).
+    if not number.is_finite() or abs(number) >= MAX_AMOUNT:
         raise ApiError("invalid_cart", f"{name} is out of range")
-    return number.quantize(Decimal("0.01"))
+    rounded = number.quantize(Decimal("0.01"))
+    if abs(rounded) >= MAX_AMOUNT:
+        raise ApiError("invalid_cart", f"{name} is out of range")
+    return rounded
 
 
 def parse_cart(raw: Any) -> CartSnapshot:

@@ -55,10 +55,15 @@ def _decimal(text: str, line: int) -> Decimal:
         value = Decimal(raw)
     except InvalidOperation as exc:
         raise _bad(line, f"cost {text!r} is not a number") from exc
-    # Rounded first: 999999999999.999 rounds past what the column holds (12 digits, 2 decimals).
-    if not value.is_finite() or value < 0 or value.quantize(Decimal("0.01")) >= Decimal("1e12"):
+    # Checked before rounding (1e30 has more digits than rounding can hold) and after
+    # (999999999999.999 rounds past what the column holds: 12 digits, 2 decimals).
+    limit = Decimal("1e12")
+    if not value.is_finite() or value < 0 or value >= limit:
         raise _bad(line, f"cost {text!r} must be a positive amount under 1,000,000,000,000")
-    return value.quantize(Decimal("0.01"))
+    rounded = value.quantize(Decimal("0.01"))
+    if rounded >= limit:
+        raise _bad(line, f"cost {text!r} must be a positive amount under 1,000,000,000,000")
+    return rounded
 
 
 def parse_costs_csv(text: str) -> list[CostRow]:
