@@ -13,6 +13,8 @@ import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 from tracker.audit import audit
 from tracker.clock import SystemClock
 from tracker.config import Settings
@@ -66,8 +68,6 @@ def malformed_http_as_one_line(record: logging.LogRecord) -> bool:
     """aiohttp logs each request it cannot parse (a URL over 8 KiB, raw bytes in the path, a
     bad chunk) as an ERROR with a traceback, and answers 400 itself: what anyone can send must
     not fill the log with tracebacks. One warning line instead, without the traceback."""
-    from aiohttp.http_exceptions import HttpProcessingError
-
     error = record.exc_info[1] if record.exc_info else None
     if isinstance(error, HttpProcessingError):
         record.levelno, record.levelname = logging.WARNING, "WARNING"

@@ -121,7 +121,7 @@ def _phone_text(e164: str | None) -> str:
     return phone_forms(e164).international if e164 else ""
 
 
-def _when(ctx: Ctx, moment: dt.datetime | None) -> str:
+def _when(moment: dt.datetime | None) -> str:
     return moment.strftime("%Y-%m-%d") if moment else ""
 
 
@@ -225,7 +225,7 @@ def _users_table(ctx: Ctx, users: list[User]) -> str:
     rows = []
     for user in users:
         status = (
-            f'<span class="badge off">{escape(tr("users.disabled_since", date=_when(ctx, user.disabled_at)))}</span>'
+            f'<span class="badge off">{escape(tr("users.disabled_since", date=_when(user.disabled_at)))}</span>'
             if user.disabled_at else f'<span class="badge on">{escape(tr("users.active"))}</span>'
         )  # fmt: skip
         you = (
@@ -238,7 +238,7 @@ def _users_table(ctx: Ctx, users: list[User]) -> str:
             f"<td>{escape(_role_name(ctx, user.role))}</td>"
             f"<td>{escape(tr(f'users.language.{user.language}'))}</td>"
             f'<td class="phone">{escape(_phone_text(user.phone_e164)) or "—"}</td>'
-            f"<td>{status}</td><td>{escape(_when(ctx, user.created_at))}</td></tr>"
+            f"<td>{status}</td><td>{escape(_when(user.created_at))}</td></tr>"
         )  # fmt: skip
     head = "".join(
         f'<th scope="col">{escape(tr(key))}</th>'
@@ -285,14 +285,14 @@ async def _users_content(
 ) -> str:
     users = await _account_users(db, ctx.auth.user.account_id)
     region = await account_region(db, ctx.auth.user.account_id)
-    await audit_user_list(ctx, db)
+    await _audit_user_list(ctx, db)
     return (
         notice(message) + alert(problem) + _users_table(ctx, users)
         + _new_user_form(ctx, fields, region)
     )  # fmt: skip
 
 
-async def audit_user_list(ctx: Ctx, db: AsyncSession) -> None:
+async def _audit_user_list(ctx: Ctx, db: AsyncSession) -> None:
     """Staff emails and phones are personal data: who listed them is kept (as the CLI does)."""
     await audit(db, action="user.list", at=ctx.now, user=ctx.auth.user, ip_truncated=ctx.ip)
 
@@ -403,10 +403,10 @@ def _user_forms(
             f'</option></select><p class="muted small">{escape(tr("users.own_role"))}</p>'
         )
     status = (
-        tr("users.disabled_since", date=_when(ctx, user.disabled_at)) if user.disabled_at
+        tr("users.disabled_since", date=_when(user.disabled_at)) if user.disabled_at
         else tr("users.active")
     )  # fmt: skip
-    line = tr("users.status_line", status=status, date=_when(ctx, user.created_at))
+    line = tr("users.status_line", status=status, date=_when(user.created_at))
     details = f'<p class="muted">{escape(line)}</p>'
     edit = (
         f'<form class="card" method="post" action="{escape(action)}" novalidate>{csrf}'
@@ -618,7 +618,7 @@ async def profile_submit(request: web.Request) -> web.Response:
             done = "saved" if changed else "unchanged"
         else:
             raise ApiError("invalid_action", "do must be save or password")
-    _close_consoles(request, ended if action == "password" else [])
+    _close_consoles(request, ended)  # none for a new language or phone
     # No `lang`: the page then speaks the language just chosen.
     raise web.HTTPSeeOther(f"{PROFILE}?{urlencode({'done': done})}")
 

@@ -179,8 +179,8 @@ def close_if_body_broke(request: web.Request, response: web.StreamResponse) -> N
     """For every answer (`html_error_middleware`, the outermost): whether or not the handler
     read the body (a sign-in form sent as gzip garbage, a redirect before any reading), one
     that broke closes the connection after the answer, with `Connection: close`."""
-    if request.get(BROKEN_BODY) or _broken(request.content.exception()):
-        drop_unread_body(request)
+    drop_unread_body(request)
+    if request.get(BROKEN_BODY):
         response.force_close()
 
 
