@@ -28,7 +28,7 @@ from tracker.db import Database
 from tracker.geo import GeoLookup
 from tracker.metrics import REGISTRY, request_seconds
 from tracker.sitecache import SiteCache
-from tracker.web import Handler, error_middleware
+from tracker.web import Handler, answer_protocol_errors_in_the_envelope, error_middleware
 from widget import contact_http
 from widget import http as widget_http
 
@@ -99,6 +99,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
     """Build the application for these settings; resources open in cleanup contexts."""
+    answer_protocol_errors_in_the_envelope()
     app = web.Application(
         middlewares=[html_error_middleware, error_middleware, timing_middleware],
         client_max_size=max(settings.max_body_bytes, 1024 * 1024),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 from support.app import free_port, make_settings
 
@@ -152,3 +154,41 @@ async def test_a_malformed_request_is_refused_and_logged_as_one_line(
     assert record.levelno == logging.WARNING and record.exc_info is None
     assert "malformed request refused (400)" in record.getMessage()
     assert len(record.getMessage()) <= 500  # not the 9,000-byte line
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "code"),
+    [
+        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: h\r\n\r\n", "request_too_large"),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n", "request_too_large"),
+        (b"BL\x01AH / HTTP/1.1\r\nHost: h\r\n\r\n", "malformed_http"),
+        (b"GET /\xff HTTP/1.1\r\nHost: h\r\n\r\n", "malformed_http"),
+        (b"GET / HTTP/1.1\r\nHost: h\r\nNo colon here\r\n\r\n", "malformed_http"),
+        (
+            b"POST /collect HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            "malformed_http",
+        ),
+    ],
+    ids=["long-path", "long-header", "bad-method", "raw-byte-path", "bad-header", "bad-chunk"],
+)
+async def test_a_request_aiohttp_cannot_parse_gets_the_error_envelope(
+    aiohttp_client: ClientFactory, request_bytes: bytes, code: str
+) -> None:
+    """aiohttp answers these before any middleware runs; the answer is still JSON with a code
+    and a sentence, and the connection is closed."""
+    import asyncio
+
+    client = await aiohttp_client(create_app(make_settings("sqlite+aiosqlite:///:memory:")))
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(request_bytes)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 5)  # to the end: the server closes
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split()[1] == b"400", head
+    assert b"application/json" in head
+    error = json.loads(body)["error"]
+    assert error["code"] == code
+    assert error["message"].endswith(".") and len(error["message"]) < 300
+    # The service still answers on a new connection.
+    assert (await client.get("/healthz")).status == 200

@@ -14,9 +14,10 @@ from functools import lru_cache
 from typing import Any
 
 import asyncpg
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestPayloadError
+from aiohttp import web, web_server
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+from aiohttp.web_request import BaseRequest
 from multidict import MultiDictProxy
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -94,6 +95,45 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             )
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response("internal_error", "Something went wrong on our side.", 500)
+
+
+class CodedErrorsRequestHandler(RequestHandler):
+    """aiohttp answers a request it cannot parse as HTTP (a request line or header over
+    8 KiB, raw bytes in the path, a header without a colon, a broken chunk) before any
+    middleware runs, in plain text: answer those in the error envelope too."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs, or raises if sent
+        if isinstance(exc, LineTooLong):
+            code, sentence = "request_too_large", "A request line or header is over 8,190 bytes."
+        elif 400 <= status < 500:
+            reason = (exc.message if isinstance(exc, HttpProcessingError) else "") or ""
+            reason = reason.strip().splitlines()[0].rstrip(":") if reason.strip() else ""
+            code = "malformed_http"
+            sentence = "The request is not valid HTTP/1.1" + (
+                f": {reason[:200]}." if reason else "."
+            )
+        elif status == 504:
+            code, sentence = "timeout", "The request took too long to handle."
+        else:
+            code, sentence = "internal_error", "Something went wrong on our side."
+        response = error_response(code, sentence, status)
+        response.force_close()
+        return response
+
+
+def answer_protocol_errors_in_the_envelope() -> None:
+    """Make every aiohttp server in this process use CodedErrorsRequestHandler.
+
+    aiohttp has no option for the class of its per-connection handler; `web.Server` builds
+    it by the module-level name `RequestHandler`, which is replaced here (idempotent)."""
+    web_server.RequestHandler = CodedErrorsRequestHandler  # type: ignore[attr-defined]
 
 
 _UNREACHABLE: tuple[type[BaseException], ...] = (
