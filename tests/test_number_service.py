@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -432,3 +433,45 @@ async def test_numbers_for_session_opens_its_own_transaction(database: Database)
         assert (lease.session_id, lease.last_seen_at) == (alice.id, T0 + dt.timedelta(seconds=90))
     finally:
         await service.aclose()
+
+
+async def test_business_and_tracking_numbers_never_mix(database: Database) -> None:
+    """A US shop whose published number is in NANPA's fiction range (555-0100..0199), as
+    tests and demos write them: the simulated carrier offers that range too, and must not
+    hand the shop its own number, nor another shop's, as a tracking number."""
+    service = NumberService(MemoryNumberPool(), carrier=SimulatedCarrier(seed=7))
+    clock = FrozenClock(T0)
+    async with database.begin() as db:
+        account = await get_or_create_account(db, f"us-{secrets.token_hex(4)}", clock)
+        shop = SiteSpec(name="Bikes", domain="bikes.example", phone="", country="US")
+        sites = [
+            await create_site(db, account, replace(shop, phone=phone), clock)
+            for phone in ("(212) 555-0105", "(202) 555-0150", "(415) 555-0199")
+        ]
+    taken = {e164 for e164 in await TrackingRows.all_e164(database) if e164.startswith("+1")}
+    # 100 per area code, 300 in all: enough for many sites, none of them a business number.
+    added = await add(database, service, sites[0], count=300 - 3 - len(taken))
+    assert not {"+12125550105", "+12025550150", "+14155550199"} & set(added)
+    with pytest.raises(ApiError) as exhausted:
+        await add(database, service, sites[0], count=1)
+    assert exhausted.value.code == "numbers_unavailable"
+    with pytest.raises(Conflict) as own:
+        await add(database, service, sites[0], e164="+1 212 555 0105")
+    assert own.value.code == "business_number"
+    with pytest.raises(Conflict) as others:
+        await add(database, service, sites[0], e164="(202) 555-0150")
+    assert others.value.code == "business_number"
+    async with database.begin() as db:
+        with pytest.raises(Conflict) as tracking:
+            await add_business_number(db, sites[1], added[0], "after-sales")
+        assert tracking.value.code == "tracking_number"
+        with pytest.raises(Conflict):
+            await create_site(db, account, replace(shop, phone=added[1]), clock)
+    await service.aclose()
+
+
+class TrackingRows:
+    @staticmethod
+    async def all_e164(database: Database) -> set[str]:
+        async with database.begin() as db:
+            return set(await db.scalars(select(TrackingNumber.e164)))

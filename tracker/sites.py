@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.clock import Clock, SystemClock
 from tracker.errors import ApiError, Conflict, NotFound
-from tracker.models import Account, BusinessNumber, Site
+from tracker.models import Account, BusinessNumber, Site, TrackingNumber
 from tracker.phones import InvalidPhoneNumber, phone_forms, to_e164
 
 CONSENT_MODES = ("required", "not_required")
@@ -96,6 +96,7 @@ async def create_site(
         business_e164 = to_e164(spec.phone, country)
     except InvalidPhoneNumber as exc:
         raise ApiError("invalid_phone", str(exc)) from exc
+    await refuse_tracking_number(db, business_e164)
     if spec.consent_mode not in CONSENT_MODES:
         raise ApiError("invalid_consent_mode", f"consent_mode must be one of {CONSENT_MODES}")
     timezone = spec.timezone or _default_timezone(country)
@@ -127,6 +128,21 @@ async def create_site(
     return site
 
 
+async def refuse_tracking_number(db: AsyncSession, e164: str) -> None:
+    """A number Calltrack tracks calls on cannot also be the number those calls go to."""
+    tracking = await db.scalar(
+        select(TrackingNumber.id).where(
+            TrackingNumber.e164 == e164, TrackingNumber.state == "active"
+        )
+    )
+    if tracking is not None:
+        raise Conflict(
+            "tracking_number",
+            f"{e164} is a tracking number here; a business number must be one the merchant "
+            "answers (release the tracking number first)",
+        )
+
+
 async def add_business_number(
     db: AsyncSession, site: Site, phone: str, label: str
 ) -> BusinessNumber:
@@ -140,6 +156,7 @@ async def add_business_number(
     )
     if existing is not None:
         raise Conflict("duplicate_number", f"{e164} is already a business number of this site")
+    await refuse_tracking_number(db, e164)
     number = BusinessNumber(site_id=site.id, e164=e164, label=label.strip()[:100] or "main")
     db.add(number)
     await db.flush()

@@ -669,6 +669,14 @@ class NumberService:
         self, db: AsyncSession, site: Site, e164s: Collection[str]
     ) -> dict[str, TrackingNumber]:
         """Return released numbers of this site to reuse; refuse numbers in use."""
+        business = await db.scalar(
+            select(BusinessNumber.e164).where(BusinessNumber.e164.in_(e164s)).limit(1)
+        )
+        if business is not None:
+            raise Conflict(
+                "business_number",
+                f"{business} is a business number here; a tracking number must be another one",
+            )
         rows = await db.scalars(select(TrackingNumber).where(TrackingNumber.e164.in_(e164s)))
         reusable = {}
         for row in rows:
@@ -680,7 +688,11 @@ class NumberService:
     async def _search(
         self, db: AsyncSession, carrier: NumberProvider, country: str, count: int
     ) -> list[str]:
+        # Numbers tracked here, and every site's business numbers (a carrier may well offer a
+        # merchant's own number back: the simulated one offers fiction ranges that tests and
+        # demos use for business numbers too).
         taken = set(await db.scalars(select(TrackingNumber.e164)))
+        taken.update(await db.scalars(select(BusinessNumber.e164)))
         chosen: list[str] = []
         # A carrier's search may offer numbers we already track (always, for the simulated
         # carrier, which has no account state): ask again for what is missing, a few times.
