@@ -18,7 +18,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from tracker.audit import audit
 from tracker.clock import SystemClock
 from tracker.config import Settings
-from tracker.db import Database, migrate_sync
+from tracker.db import migrate_sync, migrated_database
 from tracker.errors import ApiError
 from tracker.sites import (
     SiteSpec,
@@ -95,7 +95,7 @@ def emit(data: Any) -> None:
 
 async def with_db(settings: Settings, work: Callable[[Any], Awaitable[Any]]) -> Any:
     """Run `work(session)` in one committed transaction."""
-    database = Database(settings.database_url)
+    database = await migrated_database(settings.database_url)
     try:
         async with database.begin() as db:
             return await work(db)
@@ -406,6 +406,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `calltrack numbers list | head`: the reader left. Python would print a traceback
+        # when it flushes stdout at exit; point stdout at /dev/null instead.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

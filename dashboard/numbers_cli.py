@@ -71,14 +71,17 @@ async def _with_service(
 
 
 def _rule(args: argparse.Namespace) -> SourceRule | None:
-    if args.source:
-        return parse_rule("channel", args.source)
-    if args.utm_source:
-        return parse_rule("utm_source", args.utm_source)
-    if args.referrer_domain:
-        return parse_rule("referrer_domain", args.referrer_domain)
-    if args.landing_param:
-        return parse_rule("landing_param", args.landing_param)
+    # `is not None`: an empty value (`--source ""`, a shell variable left unset) is a rule
+    # with nothing in it, refused by parse_rule, not a request for a pool number.
+    for option, rule_type in (
+        ("source", "channel"),
+        ("utm_source", "utm_source"),
+        ("referrer_domain", "referrer_domain"),
+        ("landing_param", "landing_param"),
+    ):
+        value = getattr(args, option)
+        if value is not None:
+            return parse_rule(rule_type, value)
     return None
 
 

@@ -26,7 +26,7 @@ from dashboard.reports import rollup
 from tracker.audit import audit
 from tracker.clock import SystemClock
 from tracker.config import Settings
-from tracker.db import Database
+from tracker.db import Database, migrated_database
 from tracker.models import Account, Site
 from tracker.phones import phone_forms
 from tracker.privacy import breach, retention
@@ -43,7 +43,7 @@ from tracker.sites import site_by_key
 
 @contextlib.asynccontextmanager
 async def _database(settings: Settings) -> AsyncIterator[Database]:
-    database = Database(settings.database_url)
+    database = await migrated_database(settings.database_url)
     try:
         yield database
     finally:

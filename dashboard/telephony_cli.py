@@ -17,7 +17,7 @@ from telephony.carriers.base import Carrier, CarrierError, ProvisionedNumber, We
 from telephony.signature import SIMULATED, TWILIO, webhook_urls
 from tracker.clock import SystemClock
 from tracker.config import Settings
-from tracker.db import Database
+from tracker.db import migrated_database
 from tracker.errors import ApiError
 from tracker.models import BusinessNumber, Call, TrackingNumber
 from tracker.numbers.rules import parse_rule
@@ -100,7 +100,7 @@ def call_json(call: Call) -> dict[str, Any]:
 
 
 async def _with_db(settings: Settings, work: Any) -> Any:
-    database = Database(settings.database_url)
+    database = await migrated_database(settings.database_url)
     try:
         async with database.begin() as db:
             return await work(db)

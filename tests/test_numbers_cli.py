@@ -165,3 +165,27 @@ def test_reconfigure_gives_each_number_a_fallback_to_its_own_business_line(run: 
         "http://127.0.0.1:8080/telephony/twilio/fallback"
     }
     assert _error(run, "numbers", "reconfigure", "--site", "ct-unknown") == "unknown_site"
+
+
+def test_a_fresh_database_needs_no_migrate_first(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a merchant types first on a new machine, or with a new CALLTRACK_DATABASE_URL:
+    `site create` sets the schema up itself (it printed a 'no such table' traceback)."""
+    monkeypatch.setenv("CALLTRACK_DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'new.db'}")
+    monkeypatch.setenv("CALLTRACK_LOG_LEVEL", "WARNING")
+    monkeypatch.delenv("CALLTRACK_REDIS_URL", raising=False)
+    argv = ["site", "create", "--name", "Vélos Martin", "--domain", "velos-martin.fr",
+            "--phone", "01 23 45 67 89", "--country", "FR"]  # fmt: skip
+    assert run_cli(argv) == 0
+    key = json.loads(capsys.readouterr().out)["site_key"]
+    assert run_cli(["site", "list"]) == 0
+    assert [s["site_key"] for s in json.loads(capsys.readouterr().out)] == [key]
+
+
+def test_an_empty_rule_is_refused_not_taken_for_a_pool_number(run: Run) -> None:
+    key = _site(run)
+    for option in ("--source", "--utm-source", "--referrer-domain", "--landing-param"):
+        assert _error(run, "numbers", "add", "--site", key, option, "") == "invalid_rule"
+    code, listed, _ = run("numbers", "list", "--site", key, "--json")
+    assert code == 0 and listed == []

@@ -114,3 +114,16 @@ def migrate_sync(url: str, revision: str = "head") -> None:
 async def migrate(url: str, revision: str = "head") -> None:
     """Bring the schema up to date from async code."""
     await asyncio.to_thread(migrate_sync, url, revision)
+
+
+_MIGRATED: set[str] = set()
+
+
+async def migrated_database(url: str) -> Database:
+    """Open a database for a command line, its schema brought up to date first (once per
+    process): `calltrack site create` on a fresh machine or a new CALLTRACK_DATABASE_URL works
+    without a `calltrack migrate` before it, as `serve` does."""
+    if url not in _MIGRATED:
+        await migrate(url)
+        _MIGRATED.add(url)
+    return Database(url)
