@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -113,6 +114,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_geo_ctx)
     app.cleanup_ctx.append(_numbers_ctx)
+    app.cleanup_ctx.append(_config_watch_ctx)
     app.router.add_get("/healthz", health)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/favicon.ico", favicon)
@@ -188,6 +190,24 @@ async def _numbers_ctx(app: web.Application) -> AsyncIterator[None]:
     app[appkeys.NUMBERS] = service
     yield
     await service.aclose()
+
+
+async def _config_watch_ctx(app: web.Application) -> AsyncIterator[None]:
+    from tracker import confwatch
+
+    def forget() -> None:
+        app[appkeys.SITE_CACHE].invalidate()
+        forget_numbers = getattr(app[appkeys.NUMBERS], "forget_all", None)
+        if forget_numbers is not None:
+            forget_numbers()
+        if appkeys.EXCLUSIONS in app:
+            app[appkeys.EXCLUSIONS].invalidate()
+
+    task = asyncio.create_task(confwatch.watch(app[appkeys.DATABASE], forget))
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _geo_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import secrets
 from collections.abc import Awaitable, Callable
@@ -773,3 +774,40 @@ async def test_browsers_that_shared_a_consentless_visit_part_when_they_consent(
     reply = await three.view("https://velos-martin.fr/velos", referrer="https://velos-martin.fr/",
                              y=0, c=True, v=secrets.token_hex(8))  # fmt: skip
     assert three.session not in (shared, fork.id) and _shown(reply) not in (_shown(reply_one), _shown(reply_two))  # fmt: skip
+
+
+async def test_numbers_added_by_another_process_are_used_within_a_second(
+    client: TestClient[Any, Any], database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`calltrack numbers add` while the service runs: the worker's cache of the site's
+    numbers (30 s, and frozen here with the clock) gives way once the configuration
+    generation moves. Collecting itself does not move it."""
+    from telephony.carriers.simulated import SimulatedCarrier
+    from tracker import confwatch
+    from tracker.numbers.pool import MemoryNumberPool
+    from tracker.numbers.service import NumberService
+
+    monkeypatch.setattr(confwatch, "POLL_SECONDS", 0.05)
+    site = await new_site(database)
+    landing = "https://velos-martin.fr/?utm_source=newsletter"
+    assert _shown(await Visitor(client, site, ip="203.0.113.1").view(landing)) == []
+    before = await confwatch.current_generation(database)
+    for n in range(2, 6):
+        await Visitor(client, site, ip=f"203.0.113.{n}").view(landing)
+    assert await confwatch.current_generation(database) == before
+
+    cli = NumberService(MemoryNumberPool(), carrier=SimulatedCarrier())  # another process
+    try:
+        async with database.begin() as db:
+            (added,) = await cli.add_numbers(
+                db, site, FrozenClock().now(), rule=parse_rule("utm_source", "newsletter")
+            )
+    finally:
+        await cli.aclose()
+    assert await confwatch.current_generation(database) != before
+    async with asyncio.timeout(5):
+        for n in itertools.count(10):
+            if _shown(await Visitor(client, site, ip=f"203.0.113.{n}").view(landing)):
+                break
+            await asyncio.sleep(0.05)
+    assert _shown(await Visitor(client, site, ip="198.51.100.9").view(landing)) == [added.e164]

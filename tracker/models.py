@@ -7,6 +7,7 @@ strings so they can travel to browsers without exposing row counts.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from decimal import Decimal
 from typing import Any
 
@@ -25,8 +26,10 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
+    update,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -634,3 +637,39 @@ class ExportRecord(Base):
     created_by: Mapped[str] = mapped_column(String(320))
     # Exports are copies of personal data: the purge deletes them after a week.
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class ConfigGeneration(Base):
+    """One row counting changes to what workers cache (sites, their numbers, exclusions):
+    each worker polls it (tracker.confwatch) and drops its caches when it moves, so a number
+    added from the command line or another worker is in use within a second."""
+
+    __tablename__ = "config_generation"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# What workers cache (tracker.confwatch): a flush that adds, changes or deletes one of these
+# counts one in config_generation, in the same transaction. Bulk Core updates (the lease hot
+# path) do not count, and need not: nothing cached depends on them.
+CACHED_ROWS = (Site, BusinessNumber, TrackingNumber, ExclusionEntry)
+
+
+def _changes_cached_rows(session: Session) -> bool:
+    if any(isinstance(o, CACHED_ROWS) for o in itertools.chain(session.new, session.deleted)):
+        return True
+    return any(
+        isinstance(o, CACHED_ROWS) and session.is_modified(o, include_collections=False)
+        for o in session.dirty
+    )
+
+
+@event.listens_for(Session, "before_flush")
+def _count_config_change(session: Session, flush_context: Any, instances: Any) -> None:
+    if _changes_cached_rows(session):
+        session.execute(
+            update(ConfigGeneration)
+            .where(ConfigGeneration.id == 1)
+            .values(value=ConfigGeneration.value + 1)
+        )

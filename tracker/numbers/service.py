@@ -590,6 +590,10 @@ class NumberService:
         """Drop the cached numbers of a site (after a change made through this service)."""
         self._cache.pop(site_id, None)
 
+    def forget_all(self) -> None:
+        """Drop every site's cached numbers (a change made in another process)."""
+        self._cache.clear()
+
     # -- provisioning --------------------------------------------------------------------------
 
     async def business_number(
