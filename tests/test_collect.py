@@ -446,7 +446,7 @@ async def test_preflight_and_snippet_are_cross_origin(
     text = await script.text()
     assert text.startswith("window.__calltrack_cfg={")
     config = json.loads(text.split("=", 1)[1].split(";\n", 1)[0])
-    assert config["k"] == site.site_key and config["cm"] == "required"
+    assert config["k"] == site.site_key and "cm" not in config  # required: the default
     assert config["u"] == "http://calltrack.test/collect"
     assert config["b"] == [
         {
@@ -472,7 +472,7 @@ async def test_preflight_and_snippet_are_cross_origin(
     )
     assert again.status == 304
     unknown = await client.get("/ct.js?k=doesnotexist")
-    assert unknown.status == 200 and '"cm"' not in (await unknown.text()).split(";\n", 1)[0]
+    assert unknown.status == 200 and '"b"' not in (await unknown.text()).split(";\n", 1)[0]
 
 
 async def test_health_and_metrics(client: TestClient[Any, Any]) -> None:
@@ -811,3 +811,29 @@ async def test_numbers_added_by_another_process_are_used_within_a_second(
                 break
             await asyncio.sleep(0.05)
     assert _shown(await Visitor(client, site, ip="198.51.100.9").view(landing)) == [added.e164]
+
+
+async def test_the_browser_language_comes_from_accept_language(
+    client: TestClient[Any, Any], database: Database
+) -> None:
+    """The snippet no longer sends `lang`: every request carries the browser's languages."""
+    site = await new_site(database)
+    languages = {}
+    for n, header in enumerate(["fr-FR,fr;q=0.9,en;q=0.8", "de", "*", "x" * 40, ""]):
+        body = {
+            "k": site.site_key,
+            "t": "pageview",
+            "p": page_id(),
+            "u": "https://velos-martin.fr/",
+        }
+        response = await client.post("/collect", data=json.dumps(body), headers={
+            "Content-Type": "text/plain", "User-Agent": CHROME,
+            "X-Forwarded-For": f"192.0.2.{n + 1}", "Accept-Language": header,
+        })  # fmt: skip
+        assert response.status == 200
+        session = await load_session(database, (await response.json())["s"])
+        languages[header[:10]] = session.language
+    assert languages == {"fr-FR,fr;q": "fr-FR", "de": "de", "*": None, "x" * 10: None, "": None}
+    # A `lang` sent by an older snippet still wins.
+    reply = await Visitor(client, site, ip="192.0.2.99").view("https://velos-martin.fr/", lang="es")
+    assert (await load_session(database, reply["s"])).language == "es"

@@ -225,8 +225,22 @@ def _navigation(value: Any) -> str | None:
     return NAVIGATION_TYPES.get(value)
 
 
-def parse_event(body: Any) -> CollectEvent:
-    """Validate a collect body; raise ApiError with a precise code and sentence."""
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8})*")
+
+
+def first_language(accept_language: str | None) -> str | None:
+    """The browser's first language from its Accept-Language header (`fr-FR,fr;q=0.9`)."""
+    if not accept_language:
+        return None
+    tag = accept_language.split(",", 1)[0].split(";", 1)[0].strip()
+    return tag if len(tag) <= 16 and _LANGUAGE_TAG.fullmatch(tag) else None
+
+
+def parse_event(body: Any, accept_language: str | None = None) -> CollectEvent:
+    """Validate a collect body; raise ApiError with a precise code and sentence.
+
+    The snippet does not send the browser's language (`lang`): every request carries it in
+    its Accept-Language header, which is read instead. A `lang` sent anyway wins."""
     if not isinstance(body, dict):
         raise ApiError("invalid_event", "the body must be a JSON object")
     site_key = body.get("k")
@@ -261,7 +275,7 @@ def parse_event(body: Any) -> CollectEvent:
         duration_ms=duration,
         consent=consent,
         gpc=body.get("gpc") is True,
-        language=_text(body.get("lang"), 16, "lang"),
+        language=_text(body.get("lang"), 16, "lang") or first_language(accept_language),
         cart=cart,
         navigation=_navigation(body.get("y")),
     )

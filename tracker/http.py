@@ -28,7 +28,7 @@ async def collect(request: web.Request) -> web.Response:
     settings = app[appkeys.SETTINGS]
     try:
         body = await read_json(request, settings.max_body_bytes)
-        event = parse_event(body)
+        event = parse_event(body, request.headers.get("Accept-Language"))
     except ApiError as exc:
         COLLECT_REJECTED.labels(exc.code).inc()
         raise

@@ -58,7 +58,9 @@ def snippet_config(
     if contact_widget:
         config["c"] = f"{public_url}/contact.js"
     if consent_mode is not None:
-        config["cm"] = consent_mode
+        # Consent required is the snippet's default: `cm` is sent only for `not_required`.
+        if consent_mode != "required":
+            config["cm"] = consent_mode
         config["b"] = [phone_forms(e164).as_snippet(with_display=True) for e164 in business_e164]
     return config
 

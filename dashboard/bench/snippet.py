@@ -73,7 +73,7 @@ def _apps(script_origin: str) -> tuple[web.Application, web.Application]:
         "v": None,
         "n": [
             {
-                "from": phone_forms(BUSINESS).as_snippet(with_display=False),
+                "from": phone_forms(BUSINESS).as_snippet(with_display=True),
                 "to": phone_forms(TRACKING).as_snippet(with_display=True),
                 "kind": "pool",
             }

@@ -10,7 +10,7 @@
 //   G  Global Privacy Control is on       P  page id, new for each pageview (SPA included)
 //   A  visible ms counted so far          Z  performance.now() when it became visible, or 0
 //   X  time sent by the last leave        Q  events waiting for the first answer (session id)
-//   T  match table: [digits as written, replacement digits, replacement number, form index]
+//   T  match table: [digits as written, replacement digits, replacement number, number]
 //   RE candidate runs of digits           K  numbers are known (answer, stored, or timeout)
 //   L  the swaps in force (`n`)           J  L as JSON, to notice a change
 //   H  [element, its visibility] hidden until the swap
@@ -35,7 +35,8 @@
     },
     // Storage is allowed after consent, or when the site does not require it; GPC always wins.
     ok = () => !G && (c || c == null && NR),
-    id = () => [...crypto.getRandomValues(new Uint8Array(8))].map(b => (b | 256).toString(16).slice(1)).join('');
+    // 96 random bits in decimal digits (16 to 30 of them; the server takes 16-32 hex digits).
+  id = () => crypto.getRandomValues(new Uint32Array(3)).join('');
   let S = null, V = null, c = null, P = id(), A = 0, Z = vis() && now(), X,
     Q = Promise.resolve(), T = [], RE, K = 0, L, J, H = [], F = [], E = 0, M, Y;
 
@@ -61,7 +62,7 @@
   // known) reach the server with the session that request opened.
   send = (t, x, b) => {
     if (!U) return;
-    x = {k: C.k, t, p: P, c, gpc: G, lang: N.language, ...x};
+    x = {k: C.k, t, p: P, gpc: G, ...x};
     // n: retries so far. While Calltrack's database or a worker is away (502-504: a failover,
     // a restart behind the proxy; or no answer at all: a lone worker restarting) the event is
     // sent again after 5, 10 and 20 s, as long as the page is open, so a landing pageview
@@ -71,15 +72,15 @@
     const again = n => new Promise(w => setTimeout(w, 5e3 << n)).then(() => go(n + 1)),
     go = (n = 0) => {
       try {
-        x.s = S; x.v = ok() ? V : null;
+        x.s = S; x.c = c; x.v = ok() ? V : null;
         const j = js(x);
         // A string body goes as text/plain;charset=UTF-8: a "simple" request, no CORS preflight
         // (and fetch sends no cookies cross-origin). The last event of a page (hidden,
         // pagehide) goes as a beacon, which survives the unload.
         if (b && N.sendBeacon?.(U, j)) return;
         return fetch(U, {method: 'POST', body: j, keepalive: true})
-          .then(r => r.status > 501 && r.status < 505 && n < 3 ? again(n)
-            : r.status == 200 && r.json(), e => n < 3 ? again(n) : e).then(got, got)
+          .then(r => r.status > 501 && n < 3 ? again(n) : r.ok && r.json(),
+            e => n < 3 ? again(n) : e).then(got, got)
       } catch { got() }
     };
     S || b ? go() : Q = Q.then(go)
@@ -110,7 +111,7 @@
     A = 0; Z = vis() && now(); X = -1; P = id();
     const u = location.href;
     // Routers usually set document.title after pushState: read it one task later.
-    setTimeout(() => send('pageview', {u, r: null, ti: D.title}))
+    setTimeout(() => send('pageview', {u, ti: D.title})) // no referrer: the same page
   },
 
   // ---- Dynamic number insertion.
@@ -126,7 +127,7 @@
     T = [];
     for (const [f, t] of ps) {
       const b = t && forms(t);
-      forms(f).forEach((a, i) => T.push([a, b && b[i], t, i]))
+      forms(f).forEach((a, i) => T.push([a, b && b[i], t, f]))
     }
     T.sort((a, b) => b[0].length - a[0].length);
     // A candidate: a digit, then digits and the separators people write between them (\s has
@@ -136,10 +137,10 @@
   },
   // Elements whose text is matched across their inline children (<a>01 23 <b>45</b> 67 89</a>):
   // the inline elements that wrap parts of a number in practice. Any other element is a block.
-  IN = /^(A|B|I|U|S|EM|SPAN|SMALL|STRONG|FONT|SUB|SUP)$/,
+  IN = /^([ABIUS]|EM|SPAN|SMALL|STRONG|FONT|SU[BP])$/,
   // Whole names, any case: SVG's are lower case, and custom elements (<mat-card-title>) hold
   // page text.
-  SKIP = /^(NO)?SCRIPT$|^(STYLE|TEXTAREA|TITLE)$/i,
+  SKIP = /^((NO)?SCRIPT|STYLE|TEXTAREA|TITLE)$/i,
   NO = '[data-calltrack-noswap],[contenteditable]',
   TEL = 'a[href^="tel:" i]',
   blk = e => { while (IN.test(e.nodeName) && e.parentNode) e = e.parentNode; return e },
@@ -159,6 +160,9 @@
   // match (character positions) may be rewritten. Equal lengths: digit for digit in place,
   // which keeps the page's separators and style; else the server's display form with its spaces
   // replaced by the separator the page used.
+  // How a number is written, digits aside (country code included): 33/00 00 00 00 00.
+  sh = x => (x.cc + x.national).replace(/\d/g, 0),
+  gs = x => x.national?.match(/\d+/g).slice(1) || [],
   sub = (s, allow) => {
     let o;
     for (const [d, p] of runs(s))
@@ -166,18 +170,28 @@
         if (j && p[j] - p[j - 1] == 1) continue;
         const e = T.find(([f]) => d.startsWith(f, j) && p[j + f.length] - p[j + f.length - 1] != 1);
         if (!e) continue;
-        const [f, g, x, k] = e, q = p.slice(j, j += f.length), a = q[0], z = q.at(-1);
+        const [f, g, x, y] = e, q = p.slice(j, j += f.length), a = q[0], z = q.at(-1);
         j--;
         if (!allow(a, z) || !g) continue;
-        o = o || s.split(''); // UTF-16 units, as positions are
-        if (g.length == f.length) q.forEach((i, n) => o[i] = g[n]);
+        o ||= s.split(''); // UTF-16 units, as positions are
+        // Where the page's groups (runs of digits between its separators) start, and where
+        // the old number's national groups after the first (020 7946 0018: 7946, 0018) begin
+        // on the page: b (its position), H (digits before it).
+        const N = gs(x), b = q.filter((i, n) => !n || i - q[n - 1] > 1).at(-gs(y).length), H = q.indexOf(b);
+        // Written alike (same length and grouping): digit for digit, keeping whatever
+        // grouping and markup the page uses (+34 912 345 678, 030-123 456 78).
+        if (sh(x) == sh(y)) q.forEach((i, n) => o[i] = g[n]);
         else {
-          let r = k < 3 ? x.international : x.national;
-          if (!r) continue;
-          r = r.replace(/\s/g, s.slice(a, z).match(/\d(\D)|$/)[1] || '');
-          const b = s[a - 1] == '+' ? a - 1 : a;
-          o[b] = k ? r : r.replace('+', '00');
-          o.fill('', b + 1, z + 1)
+          // Else, where the page groups the old number its standard way, its first groups
+          // (country code, prefix, area code) take the new number's digits one for one, the
+          // rest in their last, and the new number's other groups follow with the page's
+          // separator: 0113 496 0271 for 020 7946 0018, +49 (0)30 127231 for +49 (0)30
+          // 12345678. Elsewhere the digits alone. It all goes in the first digit's place.
+          let u = 0, t = g;
+          const w = g.slice(0, g.length - N.join('').length), l = s.slice(a, b);
+          if (H > 0) t = l.replace(/\d/g, _ => ++u < H ? w[u - 1] : w.slice(u - 1)) + N.join(s.slice(q[H - 1] + 1, b));
+          o.fill('', a, z + 1);
+          o[a] = t
         }
       }
     return o
@@ -222,7 +236,6 @@
   // nodes holding those digits, and walk only their blocks (or the blocks bs).
   scan = (r, bs) => {
     if (!T[0]) return;
-    if (r == D) r = R;
     if (!bs) {
       const ks = [], w = D.createTreeWalker(r, 4);
       bs = new Set();
@@ -236,14 +249,11 @@
     // tel: links keep the format they were written in, like text.
     if (K) for (const a of r.querySelectorAll(TEL))
       if (!a.closest(NO)) {
-        const o = sub(a.getAttribute('href'), () => 1);
+        const o = sub(unescape(a.getAttribute('href')), () => 1);
         o && a.setAttribute('href', o.join(''))
       }
   },
-  num = () => {
-    const x = (L || []).find(x => !B[0] || x.from.e164 == B[0].e164);
-    return x ? x.to : B[0]
-  },
+  num = () => L?.find(x => !B[0] || x.from.e164 == B[0].e164)?.to || B[0],
   call = f => { try { f(num(), L) } catch {} },
   // Swaps are known (n from an answer or storage; [] after an error or the timeout): rewrite the
   // page, show what was hidden, tell the callbacks. When a later answer changes the number, the
@@ -251,7 +261,7 @@
   use = n => {
     const j = js(n), h = H, k = K, ps = n.map(x => [x.from, x.to]);
     if (K && j == J) return;
-    for (const x of L || []) ps.push([x.to, (n.find(y => y.from.e164 == x.from.e164) || {to: x.from}).to])
+    for (const x of L || []) ps.push([x.to, n.find(y => y.from.e164 == x.from.e164)?.to || x.from])
     L = n; J = j; K = 1; H = [];
     tab(ps);
     // Before the first answer every business number on the page was found and hidden: only
@@ -299,7 +309,7 @@
     swap: () => scan(R)
   },
   run = a => { try { (cmds[a[0]] || (() => (W.calltrack.u ||= []).push(a)))(a[1]) } catch {} },
-  q = W.calltrack?.q || [];
+  q = W.calltrack?.q;
 
   on(D, 'visibilitychange', () => {
     if (vis()) Z ||= now();
@@ -336,5 +346,5 @@
     y: performance.navigation?.type});
   (W.calltrack = (...a) => run(a)).ct = 1;
   W.calltrack.s = () => S;
-  q.forEach(run)
+  q?.forEach(run)
 })(window, document, navigator);
