@@ -46,6 +46,7 @@ TABLES: dict[str, tuple[Treatment, str]] = {
     "report_call_days": ("none", "anonymous daily aggregates"),
     "report_dirty_days": ("none", "which days of aggregates to recompute"),
     "report_rollup_state": ("none", "aggregate bookkeeping"),
+    "config_generation": ("none", "a counter of configuration changes"),
     "privacy_purge_cursors": ("none", "retention purge progress"),
 }
 
