@@ -289,6 +289,35 @@ async def test_overflow_ends_the_previous_lease(database: Database, service: Num
         assert [lease.session_id for lease in at] == [bob.id]
 
 
+async def test_a_displaced_visit_does_not_displace_the_next(
+    database: Database, service: NumberService
+) -> None:
+    """Overflow gives a new visit the least recently active visitor's number; that visitor,
+    on its next heartbeat, sees the business number rather than taking someone else's (which
+    rotated every active visitor's number, one heartbeat apart), until a number is free."""
+    site = await new_site(database)
+    pool = set(await add(database, service, site, count=2))
+    minute = dt.timedelta(minutes=1)
+    alice, bob = visit(site), visit(site, T0 + minute)
+    carol, dave = visit(site, T0 + 2 * minute), visit(site, T0 + 4 * minute)
+    alices = shown(await swaps(database, service, site, alice))[0][1]
+    bobs = shown(await swaps(database, service, site, bob))[0][1]
+    assert {alices, bobs} == pool
+    assert shown(await swaps(database, service, site, carol)) == [(MAIN, alices, "pool")]
+    assert await swaps(database, service, site, alice, T0 + 3 * minute) == []
+    assert shown(await swaps(database, service, site, bob, T0 + 3 * minute))[0][1] == bobs
+    carols_ping = T0 + 3 * minute + dt.timedelta(seconds=30)
+    assert shown(await swaps(database, service, site, carol, carols_ping))[0][1] == alices
+    # A new visit still overflows: bob is now the least recently active.
+    assert shown(await swaps(database, service, site, dave))[0][1] == bobs
+    assert await swaps(database, service, site, bob, T0 + 5 * minute) == []
+    # Once holds end, the displaced visits get numbers again.
+    later = T0 + 40 * minute
+    assert {
+        shown(await swaps(database, service, site, v, later))[0][1] for v in (alice, bob)
+    } == pool
+
+
 async def test_withdrawn_consent_gives_the_number_back(
     database: Database, service: NumberService
 ) -> None:

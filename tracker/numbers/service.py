@@ -296,19 +296,36 @@ class NumberService:
         overflow = site.pool_exhaustion == "overflow"
         for _ in range(3):
             try:
-                return await self.pool.acquire(
-                    key,
-                    session_id,
-                    now,
-                    hold,
-                    overflow=overflow,
-                    record_interval=self.record_interval,
+                result = await self.pool.acquire(
+                    key, session_id, now, hold, overflow=False, record_interval=self.record_interval
                 )
+                if result.grant is not None or not overflow:
+                    return result
+                # The pool is full. A visit that already lost its number to an overflow (or
+                # gave it back) does not take another visitor's in turn: each displaced
+                # visitor would displace the next on its next heartbeat, and every active
+                # visitor's number would change every 30 s. It sees the business number
+                # until a number is free again; only new visits overflow.
+                if await self._had_a_number(await get_db(), session_id):
+                    return result
+                more = await self.pool.acquire(
+                    key, session_id, now, hold, overflow=True, record_interval=self.record_interval
+                )
+                return AcquireResult(more.grant, result.expired + more.expired)
             except PoolNotLoaded:
                 await self.rebuild_pool(await get_db(), site.id, business_id, now)
         # Redis lost the pool three times in a row: show the business number this time.
         log.warning("number pool %s could not be loaded", key)
         return AcquireResult(None)
+
+    @staticmethod
+    async def _had_a_number(db: AsyncSession, session_id: str) -> bool:
+        ended = await db.scalar(
+            select(Lease.id)
+            .where(Lease.session_id == session_id, Lease.ended_at.is_not(None))
+            .limit(1)
+        )
+        return ended is not None
 
     async def _record(
         self, db: AsyncSession, site_id: int, result: AcquireResult, now: dt.datetime

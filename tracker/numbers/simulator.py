@@ -278,6 +278,9 @@ async def _run_policy(
     overflow = exhaustion == "overflow"
     history: dict[int, list[_LeaseRecord]] = {n: [] for n in range(pool_size)}
     overflows = exhausted = 0
+    # Visits that lost their number to an overflow do not overflow in turn (as
+    # NumberService._acquire: they see the business number until a number is free).
+    displaced: set[str] = set()
     # Activities in time order: each session's next activity is pushed when one is handled.
     heap = [(s.start, i) for i, s in enumerate(sessions)]
     heapq.heapify(heap)
@@ -287,7 +290,9 @@ async def _run_policy(
         instant, index = heapq.heappop(heap)
         session = sessions[index]
         now = origin + dt.timedelta(seconds=instant)
-        result = await pool.acquire(POOL, session.id, now, hold, overflow=overflow)
+        result = await pool.acquire(
+            POOL, session.id, now, hold, overflow=overflow and session.id not in displaced
+        )
         grant = result.grant
         number = None
         if grant is None:
@@ -302,6 +307,8 @@ async def _run_policy(
                 if grant.outcome == "overflow":
                     overflows += 1
                     records[-1].ended = instant
+                    if grant.displaced_session is not None:
+                        displaced.add(grant.displaced_session)
                 records.append(_LeaseRecord(session.id, instant, until))
         if not session.shown or session.shown[-1][1] != number:
             session.shown.append((instant, number))
