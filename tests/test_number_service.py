@@ -155,6 +155,29 @@ async def test_precedence_landing_referrer_utm_channel_pool_business(
     assert entry["to"]["national"].startswith("01 99 00")
 
 
+async def test_the_narrower_rule_of_a_level_wins_whichever_came_first(
+    database: Database, service: NumberService
+) -> None:
+    site = await new_site(database)
+    rule = parse_rule
+    (bare,) = await add(database, service, site, rule=rule("landing_param", "code"))
+    (spring,) = await add(database, service, site, rule=rule("landing_param", "code=spring"))
+    (wide,) = await add(database, service, site, rule=rule("referrer_domain", "example.com"))
+    (deals,) = await add(database, service, site, rule=rule("referrer_domain", "deals.example.com"))
+    shop = "https://velos-martin.fr/"
+    cases = [
+        ({"landing": f"{shop}?code=spring"}, spring),
+        ({"landing": f"{shop}?code=autumn"}, bare),
+        ({"landing": f"{shop}?code"}, bare),
+        ({"landing": shop, "referrer": "https://deals.example.com/x"}, deals),
+        ({"landing": shop, "referrer": "https://m.deals.example.com/x"}, deals),
+        ({"landing": shop, "referrer": "https://www.example.com/"}, wide),
+    ]
+    for facts, expected in cases:
+        entries = await swaps(database, service, site, visit(site, consent=False, **facts))
+        assert shown(entries) == [(MAIN, expected, "source")], facts
+
+
 async def test_one_number_per_session_and_none_shared(
     database: Database, service: NumberService
 ) -> None:

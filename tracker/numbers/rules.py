@@ -10,8 +10,10 @@ since nothing about the visitor is stored to pick it. Precedence, most specific 
 4. the session's pool number (only with consent);
 5. the business number itself.
 
-Within one level the oldest number wins, so adding a number never changes what visitors of an
-existing rule see.
+Within one level the more specific rule wins (`promo=tv` over a bare `promo`, `deals.example.com`
+over `example.com`: a merchant adds the narrower rule to carve its visitors out of the wider
+one), then the oldest, so adding a number never changes what visitors of an equally specific
+rule see.
 """
 
 from __future__ import annotations
@@ -77,6 +79,16 @@ class SourceRule:
     def precedence(self) -> int:
         return PRECEDENCE[self.type]
 
+    @property
+    def specificity(self) -> int:
+        """Higher for a narrower rule of the same type: a parameter with its value, a deeper
+        subdomain."""
+        if self.type == "landing_param":
+            return 1 if "=" in self.value else 0
+        if self.type == "referrer_domain":
+            return self.value.count(".")
+        return 0
+
     def matches(self, facts: VisitFacts) -> bool:
         """Tell whether a visit matches this rule."""
         if self.type == "landing_param":
@@ -134,13 +146,14 @@ def parse_rule(rule_type: str, raw: str) -> SourceRule:
 
 
 def best_match(candidates: Iterable[tuple[SourceRule, int, T]], facts: VisitFacts) -> T | None:
-    """Pick the item of the highest-precedence matching rule; ties go to the lowest id."""
-    best: tuple[int, int] | None = None
+    """Pick the item of the highest-precedence matching rule, the most specific of its level;
+    ties go to the lowest id."""
+    best: tuple[int, int, int] | None = None
     chosen: T | None = None
     for rule, ident, item in candidates:
         if not rule.matches(facts):
             continue
-        rank = (rule.precedence, ident)
+        rank = (rule.precedence, -rule.specificity, ident)
         if best is None or rank < best:
             best, chosen = rank, item
     return chosen
