@@ -5,8 +5,8 @@ collect request). A change made in this worker invalidates its own caches at onc
 made by the command line (`calltrack numbers add` while the service runs) or by another
 worker would wait for those 30 s. Every ORM flush that adds, changes or deletes one of those
 rows counts one in the `config_generation` row (in tracker.models, so that every process
-counts); each worker reads that row every second and drops its caches when it has moved. One indexed read per worker per second, whatever the
-number of sites; nothing on the collect path.
+counts); each worker reads that row every second and drops its caches when it has moved. One
+indexed read per worker per second, whatever the number of sites; nothing on the collect path.
 """
 
 from __future__ import annotations

@@ -174,22 +174,24 @@
         j--;
         if (!allow(a, z) || !g) continue;
         o ||= s.split(''); // UTF-16 units, as positions are
-        // Where the page's groups (runs of digits between its separators) start, and where
-        // the old number's national groups after the first (020 7946 0018: 7946, 0018) begin
-        // on the page: b (its position), H (digits before it).
-        const N = gs(x), b = q.filter((i, n) => !n || i - q[n - 1] > 1).at(-gs(y).length), H = q.indexOf(b);
+        // The new number's national groups after the first (0113 496 0271: 496, 0271, the
+        // same in every form), and where the old number's (020 7946 0018: 7946, 0018) would
+        // begin on the page: b (its position), H (digits before it).
+        const N = gs(x), H = f.length - gs(y).join('').length, b = q[H];
         // Written alike (same length and grouping): digit for digit, keeping whatever
         // grouping and markup the page uses (+34 912 345 678, 030-123 456 78).
         if (sh(x) == sh(y)) q.forEach((i, n) => o[i] = g[n]);
         else {
-          // Else, where the page groups the old number its standard way, its first groups
-          // (country code, prefix, area code) take the new number's digits one for one, the
-          // rest in their last, and the new number's other groups follow with the page's
-          // separator: 0113 496 0271 for 020 7946 0018, +49 (0)30 127231 for +49 (0)30
-          // 12345678. Elsewhere the digits alone. It all goes in the first digit's place.
+          // Else, where the page writes the old number's last groups its standard way, what
+          // comes before them (country code, (0), area code) takes the new number's digits
+          // one for one, the rest after its last digit, and the new number's other groups
+          // follow with the page's separator: 0113 496 0271 for 020 7946 0018, +49 (0)30
+          // 127231 for +49 (0)30 12345678. Elsewhere the digits alone. It all goes in the
+          // first digit's place.
           let u = 0, t = g;
-          const w = g.slice(0, g.length - N.join('').length), l = s.slice(a, b);
-          if (H > 0) t = l.replace(/\d/g, _ => ++u < H ? w[u - 1] : w.slice(u - 1)) + N.join(s.slice(q[H - 1] + 1, b));
+          const w = g.slice(0, g.length - N.join('').length), e = s.slice(b, z + 1);
+          if (H > 0 && js(e.match(/\d+/g)) == js(gs(y)))
+            t = s.slice(a, b).replace(/\d/g, _ => w.slice(u, ++u < H ? u : 1e9)) + N.join((e.match(/\D+/) || ' ')[0]);
           o.fill('', a, z + 1);
           o[a] = t
         }
