@@ -316,6 +316,23 @@ def swapped(v: Visitor, selector: str, text: str, timeout: float = 3000) -> None
     )
 
 
+def assert_swapped_forms(
+    site: Site, v: Visitor, business: str, tracking: str, forms: list[tuple[str, str]]
+) -> None:
+    """Each (page text, expected) in its own list item of one page, swapped as expected."""
+    site.swaps = [swap(tracking, business)]
+    assert site.config is not None
+    site.config["b"] = [number(business)]
+    body = "".join(f'<li id="f{i}">{text}</li>' for i, (text, _) in enumerate(forms))
+    v.page.goto(site.page(f"<ul>{body}</ul>"))
+    swapped(v, "#f0", forms[0][1])
+    texts = v.page.evaluate(
+        "n => Array.from({length: n}, (_, i) => document.getElementById('f' + i).textContent)",
+        len(forms),
+    )
+    assert list(zip([text for text, _ in forms], texts, strict=True)) == forms
+
+
 # ---------------------------------------------------------------------------------------------
 # Tracking
 
@@ -984,30 +1001,6 @@ OTHER_FORMS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("business", "tracking", "forms"), OTHER_FORMS, ids=lambda value: str(value)[:12]
-)
-def test_numbers_of_other_countries_are_swapped_in_their_own_forms(
-    site: Site,
-    visitor: Callable[..., Visitor],
-    business: str,
-    tracking: str,
-    forms: list[tuple[str, str]],
-) -> None:
-    site.swaps = [swap(tracking, business)]
-    assert site.config is not None
-    site.config["b"] = [number(business)]
-    body = "".join(f'<li id="f{i}">{text}</li>' for i, (text, _) in enumerate(forms))
-    v = visitor()
-    v.page.goto(site.page(f"<ul>{body}</ul>"))
-    swapped(v, "#f0", forms[0][1])
-    texts = v.page.evaluate(
-        "n => Array.from({length: n}, (_, i) => document.getElementById('f' + i).textContent)",
-        len(forms),
-    )
-    assert list(zip([text for text, _ in forms], texts, strict=True)) == forms
-
-
 # (business, tracking, [(page text, expected)]): tracking numbers grouped otherwise than the
 # business number (another area code, a mobile business number) or of another length. The
 # page's style stays: its separators, brackets, (0) and 00 prefix.
@@ -1065,27 +1058,16 @@ REGROUPED = [
 
 
 @pytest.mark.parametrize(
-    ("business", "tracking", "forms"), REGROUPED, ids=lambda value: str(value)[:12]
+    ("business", "tracking", "forms"), OTHER_FORMS + REGROUPED, ids=lambda value: str(value)[:12]
 )
-def test_a_number_grouped_otherwise_keeps_the_pages_style(
+def test_numbers_of_every_country_keep_the_pages_style(
     site: Site,
     visitor: Callable[..., Visitor],
     business: str,
     tracking: str,
     forms: list[tuple[str, str]],
 ) -> None:
-    site.swaps = [swap(tracking, business)]
-    assert site.config is not None
-    site.config["b"] = [number(business)]
-    body = "".join(f'<li id="f{i}">{text}</li>' for i, (text, _) in enumerate(forms))
-    v = visitor()
-    v.page.goto(site.page(f"<ul>{body}</ul>"))
-    swapped(v, "#f0", forms[0][1])
-    texts = v.page.evaluate(
-        "n => Array.from({length: n}, (_, i) => document.getElementById('f' + i).textContent)",
-        len(forms),
-    )
-    assert list(zip([text for text, _ in forms], texts, strict=True)) == forms
+    assert_swapped_forms(site, visitor(), business, tracking, forms)
 
 
 def test_a_shorter_number_split_by_markup_and_an_encoded_tel_link(
