@@ -71,7 +71,12 @@ class SiteSpec:
 def _validate_country(country: str) -> str:
     code = (country or "").strip().upper()
     if code not in phonenumbers.SUPPORTED_REGIONS:
-        raise ApiError("invalid_country", f"{country!r} is not an ISO 3166 country code")
+        # AQ, BV, HM... are ISO 3166 codes without a telephone numbering plan of their own.
+        raise ApiError(
+            "invalid_country",
+            f"{country!r} is not the ISO 3166 code of a country with its own phone numbers "
+            "(e.g. FR, DE, GB)",
+        )
     return code
 
 
