@@ -33,14 +33,19 @@ async def current_generation(database: Database) -> int | None:
 async def watch(database: Database, on_change: Callable[[], None]) -> None:
     """Call `on_change` whenever the generation moves; runs until cancelled."""
     last: int | None = None
+    failing = False
     while True:
         try:
             value = await current_generation(database)
             if last is not None and value != last:
                 on_change()
-            last = value
+            last, failing = value, False
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # an outage: try again next second, one line in the log
-            log_background_failure(log, "reading the configuration generation failed", exc)
+        except Exception as exc:
+            # An outage (or a schema not migrated yet): try again every second, and say so
+            # once, not once a second. The 30-second caches still expire meanwhile.
+            if not failing:
+                log_background_failure(log, "reading the configuration generation failed", exc)
+            failing = True
         await asyncio.sleep(POLL_SECONDS)
