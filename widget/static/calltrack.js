@@ -36,7 +36,7 @@
     // Storage is allowed after consent, or when the site does not require it; GPC always wins.
     ok = () => !G && (c || c == null && NR),
     // 96 random bits in decimal digits (16 to 30 of them; the server takes 16-32 hex digits).
-  id = () => crypto.getRandomValues(new Uint32Array(3)).join('');
+    id = () => crypto.getRandomValues(new Uint32Array(3)).join('');
   let S = null, V = null, c = null, P = id(), A = 0, Z = vis() && now(), X,
     Q = Promise.resolve(), T = [], RE, K = 0, L, J, H = [], F = [], E = 0, M, Y;
 
@@ -154,15 +154,14 @@
     }
     return r
   },
+  // How a number is written, digits aside (country code included): 3300 00 00 00 00; and its
+  // national groups after the first (0113 496 0271: 496, 0271), the same in every form.
+  sh = x => (x.cc + x.national).replace(/\d/g, 0),
+  gs = x => x.national?.match(/\d+/g).slice(1) || [],
   // Rewrite the numbers of T found in s into o (s as an array of characters; returned, or
   // undefined when nothing changed). A number starts and ends where a separator or the run's
   // edge is, so digits inside longer numbers never match. allow(first, last) says whether a
-  // match (character positions) may be rewritten. Equal lengths: digit for digit in place,
-  // which keeps the page's separators and style; else the server's display form with its spaces
-  // replaced by the separator the page used.
-  // How a number is written, digits aside (country code included): 33/00 00 00 00 00.
-  sh = x => (x.cc + x.national).replace(/\d/g, 0),
-  gs = x => x.national?.match(/\d+/g).slice(1) || [],
+  // match (character positions) may be rewritten.
   sub = (s, allow) => {
     let o;
     for (const [d, p] of runs(s))
@@ -174,8 +173,7 @@
         j--;
         if (!allow(a, z) || !g) continue;
         o ||= s.split(''); // UTF-16 units, as positions are
-        // The new number's national groups after the first (0113 496 0271: 496, 0271, the
-        // same in every form), and where the old number's (020 7946 0018: 7946, 0018) would
+        // Where the old number's groups after the first (020 7946 0018: 7946, 0018) would
         // begin on the page: b (its position), H (digits before it).
         const N = gs(x), H = f.length - gs(y).join('').length, b = q[H];
         // Written alike (same length and grouping): digit for digit, keeping whatever
@@ -189,9 +187,9 @@
           // 127231 for +49 (0)30 12345678. Elsewhere the digits alone. It all goes in the
           // first digit's place.
           let u = 0, t = g;
-          const w = g.slice(0, g.length - N.join('').length), e = s.slice(b, z + 1);
-          if (H > 0 && js(e.match(/\d+/g)) == js(gs(y)))
-            t = s.slice(a, b).replace(/\d/g, _ => w.slice(u, ++u < H ? u : 1e9)) + N.join((e.match(/\D+/) || ' ')[0]);
+          const w = g.slice(0, g.length - N.join('').length), tl = s.slice(b, z + 1);
+          if (H > 0 && js(tl.match(/\d+/g)) == js(gs(y)))
+            t = s.slice(a, b).replace(/\d/g, _ => w.slice(u, ++u < H ? u : 1e9)) + N.join((tl.match(/\D+/) || ' ')[0]);
           o.fill('', a, z + 1);
           o[a] = t
         }
