@@ -837,36 +837,3 @@ async def test_the_browser_language_comes_from_accept_language(
     # A `lang` sent by an older snippet still wins.
     reply = await Visitor(client, site, ip="192.0.2.99").view("https://velos-martin.fr/", lang="es")
     assert (await load_session(database, reply["s"])).language == "es"
-
-
-async def test_a_page_opened_from_a_campaign_link_starts_a_new_visit(
-    client: TestClient[Any, Any], database: Database
-) -> None:
-    """A consenting visitor keeps the visit's session id across pages; coming back through a
-    campaign link while the visit runs starts a new visit (that campaign's source number, its
-    calls). A reload, a link of the site, or the same campaign again continue the visit."""
-    site = await new_site(database)
-    (newsletter,) = await _add_numbers(client, database, site, rule=parse_rule("utm_source", "newsletter"))  # fmt: skip
-    shop, visitor_id = "https://velos-martin.fr/", "a1" * 8
-    v = Visitor(client, site, ip="198.51.100.40")
-    first = await v.view(shop, c=True, v=visitor_id, y=0)
-    promo = f"{shop}velos?utm_source=newsletter&utm_medium=email"
-    assert (await v.view(f"{shop}page2", referrer=shop, c=True, v=visitor_id, y=0))["s"] == first[
-        "s"
-    ]
-    assert (await v.view(promo, referrer=shop, c=True, v=visitor_id, y=0))["s"] == first[
-        "s"
-    ]  # internal link
-    assert (await v.view(promo, c=True, v=visitor_id, y=1))["s"] == first["s"]  # a reload
-    campaign = await v.view(promo, referrer="https://mail.example.org/", c=True, v=visitor_id, y=0)
-    assert campaign["s"] != first["s"] and campaign["v"] == visitor_id
-    assert _shown(campaign) == [newsletter]
-    session = await load_session(database, campaign["s"])
-    assert (session.source, session.medium, session.channel) == ("newsletter", "email", "Email")
-    again = await v.view(promo, c=True, v=visitor_id, y=0)  # the same campaign: the same visit
-    assert again["s"] == campaign["s"]
-    # Without the session id (storage cleared), the visitor id finds the visit: the same rule.
-    v.session = None
-    other = await v.view(f"{shop}?gclid=abc", c=True, v=visitor_id, y=0)
-    assert other["s"] not in (first["s"], campaign["s"])
-    assert (await load_session(database, other["s"])).channel == "Paid Search"

@@ -192,9 +192,7 @@ class Collector:
         if not _usable(session, site, event, now - SESSION_TIMEOUT):
             return None
         assert session is not None
-        if _other_visitor(session, event) or _new_campaign(session, site, event):
-            return None
-        return session
+        return None if _other_visitor(session, event) else session
 
     async def _find_session_once(
         self, site: Site, event: CollectEvent, anon_key: str | None, now: dt.datetime
@@ -232,8 +230,6 @@ class Collector:
                 session = await self._load(SESSIONS.c.id == event.session_id)
             if usable(session):
                 assert session is not None
-                if _new_campaign(session, site, event):
-                    return None, None
                 if not _other_visitor(session, event):
                     return session, None
                 # Two browsers shared this visit (same day, address and browser, before either
@@ -248,8 +244,7 @@ class Collector:
                 )
             )
             if usable(session):
-                assert session is not None
-                return (None, None) if _new_campaign(session, site, event) else (session, None)
+                return session, None
         if anon_key and event.type != "leave" and parent is None and _continues(site, event):
             session = self.cache.by_anon_key(anon_key)
             if not usable(session):
@@ -564,29 +559,6 @@ def _usable(
         and session.site_id == site.id
         and (session.last_seen_at > cutoff or event.type == "leave")
     )
-
-
-_CAMPAIGN_MARKS = ("utm_source=", "utm_medium=", "utm_campaign=", "clid=", "wbraid=", "gbraid=")
-
-
-def _new_campaign(session: TrackedSession, site: Site, event: CollectEvent) -> bool:
-    """A page opened from a campaign link (its own utm_source, utm_medium or utm_campaign, or
-    an ad click id) while a visit runs starts a new visit, as Universal Analytics did: a
-    consenting visitor who comes back through a TV promotion or an ad sees that campaign's
-    source number, and a call that follows belongs to it. Only a page opened from elsewhere
-    (`navigate`); a reload, the back button, a link of the site and SPA navigations never
-    do, nor a campaign link that repeats the visit's own."""
-    url = event.url or ""
-    if event.navigation != "navigate" or event.type != "pageview" or "?" not in url:
-        return False
-    if not any(mark in url.lower() for mark in _CAMPAIGN_MARKS):
-        return False
-    referrer = host_of(event.referrer)
-    if referrer and is_same_site(referrer, host_of(url), site.domain):
-        return False
-    new = classify(url, event.referrer, site_domain=site.domain)
-    old = (session.source, session.medium, session.campaign, session.click_ids or {})
-    return (new.source, new.medium, new.campaign, new.click_ids) != old
 
 
 def _other_visitor(session: TrackedSession, event: CollectEvent) -> bool:
