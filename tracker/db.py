@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -124,6 +125,13 @@ async def migrated_database(url: str) -> Database:
     process): `calltrack site create` on a fresh machine or a new CALLTRACK_DATABASE_URL works
     without a `calltrack migrate` before it, as `serve` does."""
     if url not in _MIGRATED:
-        await migrate(url)
+        from alembic.util import CommandError
+
+        try:
+            await migrate(url)
+        except CommandError as exc:
+            # A database migrated by a newer release (this one is older, e.g. rolled back):
+            # say so and carry on with the schema as it is.
+            print(f"calltrack: schema not migrated: {exc}", file=sys.stderr)
         _MIGRATED.add(url)
     return Database(url)

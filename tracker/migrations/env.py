@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 import dashboard.models_registry  # noqa: F401  (imports every domain's models)
@@ -23,6 +24,11 @@ def _run(connection: Connection) -> None:
         compare_type=True,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Workers of a new release start together, and each command line migrates too:
+            # one at a time (the lock ends with this transaction); the next finds the schema
+            # up to date instead of creating the same tables again.
+            connection.execute(text("SELECT pg_advisory_xact_lock(7305846152)"))
         context.run_migrations()
 
 
