@@ -30,3 +30,31 @@ async def test_a_lasting_failure_is_logged_once(
     records = [r for r in caplog.records if r.name == "calltrack.confwatch"]
     assert len(records) == 1 and "configuration generation" in records[0].getMessage()
     assert changes == []
+
+
+async def test_adding_and_removing_an_exclusion_moves_the_generation(database: Any) -> None:
+    """A flush adds, a bulk delete removes: both reach the other workers' caches."""
+    from tracker.clock import FrozenClock
+    from tracker.privacy.exclusion import add_exclusion, remove_exclusion_of
+    from tracker.privacy.find import parse_subject
+    from tracker.sites import get_or_create_account
+
+    query = parse_subject("phone", "+33 6 12 34 56 78")
+    async with database.begin() as db:
+        account = await get_or_create_account(db, "confwatch-exclusions", FrozenClock())
+    before = await confwatch.current_generation(database)
+    async with database.begin() as db:
+        await add_exclusion(
+            db,
+            account.id,
+            query,
+            secret_key="k" * 40,
+            actor="dpo@shop.test",
+            now=FrozenClock().now(),
+        )
+    added = await confwatch.current_generation(database)
+    async with database.begin() as db:
+        assert await remove_exclusion_of(db, account.id, query, "k" * 40) == 1
+    removed = await confwatch.current_generation(database)
+    assert before is not None and added is not None and removed is not None
+    assert before < added < removed

@@ -665,11 +665,25 @@ def _changes_cached_rows(session: Session) -> bool:
     )
 
 
+def _count(session: Session) -> None:
+    session.execute(
+        update(ConfigGeneration)
+        .where(ConfigGeneration.id == 1)
+        .values(value=ConfigGeneration.value + 1)
+    )
+
+
 @event.listens_for(Session, "before_flush")
 def _count_config_change(session: Session, flush_context: Any, instances: Any) -> None:
     if _changes_cached_rows(session):
-        session.execute(
-            update(ConfigGeneration)
-            .where(ConfigGeneration.id == 1)
-            .values(value=ConfigGeneration.value + 1)
-        )
+        _count(session)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _count_config_delete(state: Any) -> None:
+    # Bulk deletes (an exclusion removed, a site purged) bypass the flush. Bulk updates are
+    # left out: the lease hot path updates tracking numbers that way, and nothing cached
+    # depends on what it writes.
+    mapper = state.bind_mapper
+    if state.is_delete and mapper is not None and issubclass(mapper.class_, CACHED_ROWS):
+        _count(state.session)
