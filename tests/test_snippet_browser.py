@@ -1082,8 +1082,11 @@ def test_a_shorter_number_split_by_markup_and_an_encoded_tel_link(
         '<a id="s" href="tel:+493012345678"><span>030</span> <b>12345678</b></a>'
         '<a id="w" href="tel:+49%2030%2012345678">Anrufen</a>'
         '<a id="f" href="tel:+33%201%2023%2045%2067%2089">Appeler</a>'
+        '<a id="x" href="tel:+493012345678,,12%23">Durchwahl</a>'
     ))  # fmt: skip
     swapped(v, "#s", "030 127231")
     assert v.page.get_attribute("#s", "href") == "tel:+4930127231"
     assert v.page.get_attribute("#w", "href") == "tel:+49 30 127231"
     assert v.page.get_attribute("#f", "href") == "tel:+33%201%2023%2045%2067%2089"  # not ours
+    # Other escapes stay as written: a decoded # would end the number at a fragment.
+    assert v.page.get_attribute("#x", "href") == "tel:+4930127231,,12%23"

@@ -249,7 +249,7 @@
     // tel: links keep the format they were written in, like text.
     if (K) for (const a of r.querySelectorAll(TEL))
       if (!a.closest(NO)) {
-        const o = sub(unescape(a.getAttribute('href')), () => 1);
+        const o = sub(a.getAttribute('href').replace(/%20/g, ' '), () => 1); // WordPress: %20
         o && a.setAttribute('href', o.join(''))
       }
   },
