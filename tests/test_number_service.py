@@ -155,7 +155,7 @@ async def test_precedence_landing_referrer_utm_channel_pool_business(
     assert entry["to"]["national"].startswith("01 99 00")
 
 
-async def test_the_narrower_rule_of_a_level_wins_whichever_came_first(
+async def test_a_narrower_rule_wins_over_the_rule_it_narrows(
     database: Database, service: NumberService
 ) -> None:
     site = await new_site(database)
@@ -164,11 +164,17 @@ async def test_the_narrower_rule_of_a_level_wins_whichever_came_first(
     (spring,) = await add(database, service, site, rule=rule("landing_param", "code=spring"))
     (wide,) = await add(database, service, site, rule=rule("referrer_domain", "example.com"))
     (deals,) = await add(database, service, site, rule=rule("referrer_domain", "deals.example.com"))
+    await add(
+        database, service, site, rule=rule("landing_param", "ref=partner")
+    )  # newer, unrelated
     shop = "https://velos-martin.fr/"
     cases = [
         ({"landing": f"{shop}?code=spring"}, spring),
         ({"landing": f"{shop}?code=autumn"}, bare),
         ({"landing": f"{shop}?code"}, bare),
+        # A newer rule on another parameter does not take over the older one's visitors.
+        ({"landing": f"{shop}?code=autumn&ref=partner"}, bare),
+        ({"landing": f"{shop}?ref=partner&code=spring"}, spring),
         ({"landing": shop, "referrer": "https://deals.example.com/x"}, deals),
         ({"landing": shop, "referrer": "https://m.deals.example.com/x"}, deals),
         ({"landing": shop, "referrer": "https://www.example.com/"}, wide),

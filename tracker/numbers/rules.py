@@ -10,10 +10,10 @@ since nothing about the visitor is stored to pick it. Precedence, most specific 
 4. the session's pool number (only with consent);
 5. the business number itself.
 
-Within one level the more specific rule wins (`promo=tv` over a bare `promo`, `deals.example.com`
-over `example.com`: a merchant adds the narrower rule to carve its visitors out of the wider
-one), then the oldest, so adding a number never changes what visitors of an equally specific
-rule see.
+Within one level the oldest number wins, so adding a number never changes what visitors of an
+existing rule see, except a rule that narrows it (`promo=tv` for a bare `promo`,
+`deals.example.com` for `example.com`): a merchant adds that to carve its visitors out of the
+wider rule. A rule on another parameter or an unrelated domain never takes over.
 """
 
 from __future__ import annotations
@@ -79,15 +79,18 @@ class SourceRule:
     def precedence(self) -> int:
         return PRECEDENCE[self.type]
 
-    @property
-    def specificity(self) -> int:
-        """Higher for a narrower rule of the same type: a parameter with its value, a deeper
-        subdomain."""
+    def narrows(self, other: SourceRule) -> bool:
+        """Is this a narrower form of `other`: `promo=tv` of `promo`, `deals.example.com` of
+        `example.com`? Rules on other parameters or unrelated domains never are."""
+        if self.type != other.type:
+            return False
         if self.type == "landing_param":
-            return 1 if "=" in self.value else 0
+            key, has_value, _ = self.value.partition("=")
+            other_key, other_has_value, _ = other.value.partition("=")
+            return bool(has_value) and not other_has_value and key.lower() == other_key.lower()
         if self.type == "referrer_domain":
-            return self.value.count(".")
-        return 0
+            return self.value.endswith("." + other.value)
+        return False
 
     def matches(self, facts: VisitFacts) -> bool:
         """Tell whether a visit matches this rule."""
@@ -146,14 +149,15 @@ def parse_rule(rule_type: str, raw: str) -> SourceRule:
 
 
 def best_match(candidates: Iterable[tuple[SourceRule, int, T]], facts: VisitFacts) -> T | None:
-    """Pick the item of the highest-precedence matching rule, the most specific of its level;
-    ties go to the lowest id."""
-    best: tuple[int, int, int] | None = None
-    chosen: T | None = None
-    for rule, ident, item in candidates:
-        if not rule.matches(facts):
-            continue
-        rank = (rule.precedence, -rule.specificity, ident)
-        if best is None or rank < best:
-            best, chosen = rank, item
-    return chosen
+    """Pick the item of the highest-precedence matching rule, the oldest of its level, unless
+    a matching rule narrows it (`promo=tv` for `promo`): then the narrowest."""
+    matching = sorted(
+        ((rule, ident, item) for rule, ident, item in candidates if rule.matches(facts)),
+        key=lambda entry: (entry[0].precedence, entry[1]),
+    )
+    if not matching:
+        return None
+    best = matching[0]
+    while narrower := next((m for m in matching if m[0].narrows(best[0])), None):
+        best = narrower
+    return best[2]
