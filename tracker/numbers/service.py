@@ -306,7 +306,7 @@ class NumberService:
                 # visitor would displace the next on its next heartbeat, and every active
                 # visitor's number would change every 30 s. It sees the business number
                 # until a number is free again; only new visits overflow.
-                if await self._had_a_number(await get_db(), session_id):
+                if await self._had_a_number(await get_db(), session_id, business_id):
                     return result
                 more = await self.pool.acquire(
                     key, session_id, now, hold, overflow=True, record_interval=self.record_interval
@@ -319,10 +319,16 @@ class NumberService:
         return AcquireResult(None)
 
     @staticmethod
-    async def _had_a_number(db: AsyncSession, session_id: str) -> bool:
+    async def _had_a_number(db: AsyncSession, session_id: str, business_id: int) -> bool:
+        """Did this visit hold a number of this pool that it no longer holds?"""
         ended = await db.scalar(
             select(Lease.id)
-            .where(Lease.session_id == session_id, Lease.ended_at.is_not(None))
+            .join(TrackingNumber, TrackingNumber.id == Lease.tracking_number_id)
+            .where(
+                Lease.session_id == session_id,
+                Lease.ended_at.is_not(None),
+                TrackingNumber.business_number_id == business_id,
+            )
             .limit(1)
         )
         return ended is not None
