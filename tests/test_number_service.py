@@ -506,7 +506,9 @@ async def test_business_and_tracking_numbers_never_mix(database: Database) -> No
             await create_site(db, account, replace(shop, phone=phone), clock)
             for phone in ("(212) 555-0105", "(202) 555-0150", "(415) 555-0199")
         ]
-    taken = {e164 for e164 in await TrackingRows.all_e164(database) if e164.startswith("+1")}
+    async with database.sessions() as db:
+        tracked = await db.scalars(select(TrackingNumber.e164))
+        taken = {e164 for e164 in tracked if e164.startswith("+1")}
     # 100 per area code, 300 in all: enough for many sites, none of them a business number.
     added = await add(database, service, sites[0], count=300 - 3 - len(taken))
     assert not {"+12125550105", "+12025550150", "+14155550199"} & set(added)
@@ -526,10 +528,3 @@ async def test_business_and_tracking_numbers_never_mix(database: Database) -> No
         with pytest.raises(Conflict):
             await create_site(db, account, replace(shop, phone=added[1]), clock)
     await service.aclose()
-
-
-class TrackingRows:
-    @staticmethod
-    async def all_e164(database: Database) -> set[str]:
-        async with database.begin() as db:
-            return set(await db.scalars(select(TrackingNumber.e164)))
