@@ -277,7 +277,7 @@ def _snippet_card(ctx: Ctx, site: Site) -> str:
     return (
         f'<section class="card"><h2>{escape(ctx.tr("settings.snippet"))}</h2>'
         f'<p class="muted">{escape(ctx.tr("settings.snippet_intro", domain=site.domain))}</p>'
-        f'<textarea id="snippet" readonly rows="4" spellcheck="false" '
+        f'<textarea id="snippet" readonly rows="6" spellcheck="false" '
         f'aria-label="{escape(ctx.tr("settings.snippet"))}">{escape(snippet)}</textarea>'
         f'<button type="button" class="secondary" id="copy-snippet" hidden '
         f'data-done="{escape(ctx.tr("settings.copied"))}">{escape(ctx.tr("settings.copy"))}</button>'

@@ -194,13 +194,27 @@ async def list_sites(db: AsyncSession, account: Account | None = None) -> list[S
     return list(await db.scalars(query))
 
 
+# How long the merchant's first paint may wait for ct.js (see snippet_for).
+RENDER_HOLD_MS = 1000
+
+
 def snippet_for(site_key: str, public_url: str) -> str:
-    """Return the two script tags a merchant pastes into every page's <head>."""
+    """Return the two script tags a merchant pastes into every page's <head>.
+
+    The first is the command queue. The second loads ct.js `async` (parsing goes on) and
+    `blocking="render"`: Chromium holds the first paint until ct.js has run, so the business
+    number is hidden before it is ever painted (no flicker). Should ct.js be slow or
+    unreachable, the queue's timer lifts the hold after RENDER_HOLD_MS (removing the
+    attribute unblocks rendering): a Calltrack outage delays the merchant's first paint by
+    one second at most. Browsers without `blocking` treat the tag as plain async.
+    """
     src = f"{public_url.rstrip('/')}/ct.js?k={site_key}"
     return (
         "<script>window.calltrack=window.calltrack||function(){"
-        "(calltrack.q=calltrack.q||[]).push(arguments)};</script>\n"
-        f'<script async src="{src}"></script>'
+        "(calltrack.q=calltrack.q||[]).push(arguments)};"
+        "setTimeout(function(){var s=document.getElementById('calltrack-js');"
+        f"s&&s.removeAttribute('blocking')}},{RENDER_HOLD_MS});</script>\n"
+        f'<script async blocking="render" id="calltrack-js" src="{src}"></script>'
     )
 
 
