@@ -192,28 +192,35 @@ async def cmd_numbers_advise(args: argparse.Namespace, settings: Settings) -> in
         f"Site {report['site_key']}: last {report['days']} days, hold {report['hold_minutes']} min"
     )
     print(f"  visits with consent        {report['sessions_with_consent']}")
-    print(f"  peak concurrent sessions   {report['peak_concurrent_sessions']}")
-    for pool in report["pools"]:
-        used = pool["utilisation"]
-        print(
-            f"  pool {pool['business_number']['label']:<10} {pool['pool_size']} numbers, "
-            f"utilisation {'-' if used is None else f'{used:.0%}'}, "
-            f"{pool['overflow_leases']} overflow leases of {pool['leases']}"
-        )
-    size = report["recommended_pool_size"]
-    target = f"{report['target']:.1%}"
     if not report["sessions_with_consent"]:
         print(
             f"  no visit with consent in the last {report['days']} days: nothing to size the "
             "pool from yet (pool numbers go only to visits with consent)"
         )
         return 0
-    if size is None:
-        best = report["best_checked"]
-        detail = f" (best: {best['accuracy']:.1%} with {best['size']})" if best else ""
-        print(f"  no pool size reaches {target} of calls within the hold{detail}")
-    else:
-        print(f"  numbers for {target} of calls within the hold: {size}")
+    print(f"  peak concurrent sessions   {report['peak_concurrent_sessions']}")
+    target = f"{report['target']:.1%}"
+    # A site without a business number yet is sized as one pool.
+    for pool in report["pools"] or [{**report, "business_number": {"label": "-"}}]:
+        used = pool.get("utilisation")
+        print(
+            f"  pool {pool['business_number']['label']:<10} {pool.get('pool_size', 0)} numbers, "
+            f"peak {pool['peak_concurrent_sessions']}, "
+            f"utilisation {'-' if used is None else f'{used:.0%}'}, "
+            f"{pool.get('overflow_leases', 0)} overflow leases of {pool.get('leases', 0)}"
+        )
+        if pool.get("sessions_on_source_numbers"):
+            print(
+                f"    {pool['sessions_on_source_numbers']} visits saw a source number "
+                "(not counted: they take none from the pool)"
+            )
+        size = pool["recommended_pool_size"]
+        if size is None:
+            best = pool["best_checked"]
+            detail = f" (best: {best['accuracy']:.1%} with {best['size']})" if best else ""
+            print(f"    no pool size reaches {target} of calls within the hold{detail}")
+        else:
+            print(f"    numbers for {target} of calls within the hold: {size}")
     print(f"  CallTrackingMetrics' rule of thumb: {report['rule_of_thumb']['pool_size']}")
     return 0
 

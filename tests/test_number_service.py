@@ -473,6 +473,44 @@ async def test_advise_reports_peak_and_the_needed_size(
     assert report["rule_of_thumb"]["pool_size"] == 1
 
 
+async def test_advise_leaves_out_visits_a_source_number_catches(
+    database: Database, service: NumberService
+) -> None:
+    """A Paid Social visitor sees the Paid Social number and takes none from the sales pool:
+    the sales pool is sized without them; the after-sales pool, with no rule, with all."""
+    site = await new_site(database)
+    async with database.begin() as db:
+        stored = await db.get(Site, site.id)
+        assert stored is not None
+        await add_business_number(db, stored, "01 45 67 89 01", "after-sales")
+    await add(database, service, site, count=2)
+    await add(database, service, site, count=3, business_e164=AFTER_SALES)
+    await add(database, service, site, rule=parse_rule("channel", "Paid Social"))
+    await add(database, service, site, rule=parse_rule("landing_param", "promo"))
+    day = T0 + dt.timedelta(days=1)
+    async with database.begin() as db:
+        # At the same time: 2 direct visits, 3 from Paid Social, 1 from a promo link.
+        for _ in range(2):
+            db.add(visit(site, day))
+        for _ in range(3):
+            db.add(visit(site, day, channel="Paid Social", referrer="https://facebook.com/"))
+        db.add(visit(site, day, landing="https://velos-martin.fr/velos?PROMO=x"))
+        stored = await db.get(Site, site.id)
+        assert stored is not None
+        report = await advise(db, stored, T0 + dt.timedelta(days=2), target=0.9)
+    sales, after_sales = report["pools"]
+    assert report["sessions_with_consent"] == 6
+    assert (sales["sessions_wanting_a_number"], sales["sessions_on_source_numbers"]) == (2, 4)
+    assert (sales["peak_concurrent_sessions"], sales["utilisation"]) == (2, 1.0)
+    assert 1 <= sales["recommended_pool_size"] <= 2
+    assert after_sales["sessions_wanting_a_number"] == 6
+    assert (after_sales["peak_concurrent_sessions"], after_sales["utilisation"]) == (6, 2.0)
+    assert after_sales["recommended_pool_size"] > sales["recommended_pool_size"]
+    # The site's own figures are its primary pool's.
+    assert report["peak_concurrent_sessions"] == 2
+    assert report["recommended_pool_size"] == sales["recommended_pool_size"]
+
+
 async def test_numbers_for_session_opens_its_own_transaction(database: Database) -> None:
     """The collector's NumberAssigner: no session passed, a transaction only when needed."""
     service = NumberService(MemoryNumberPool(), database=database, carrier=SimulatedCarrier())

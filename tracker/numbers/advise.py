@@ -8,6 +8,12 @@ call model, since calls and their timing are not known before the telephony issu
 
 The accuracy asked for counts the calls made within the hold: a call three hours later is lost
 to the hold time, not to the pool size, and no number of numbers changes that.
+
+Each pool is sized on its own demand: a visit that one of the business number's source rules
+catches (a `Paid Social` number, a `promo=tv` landing) sees that static number and never takes
+one from the pool, so it is left out (with today's rules: a rule added last week is applied to
+the whole period, as it will be to the visits to come). The site-level figures are the primary
+business number's pool.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.models import BusinessNumber, Lease, Site, TrackedSession, TrackingNumber
+from tracker.numbers.rules import SourceRule, VisitFacts, best_match
 from tracker.numbers.simulator import (
     SimSession,
     TrafficModel,
@@ -59,6 +66,57 @@ async def _accuracy(
     return result.in_hold.share("correct")
 
 
+async def _sizing(
+    visits: Sequence[tuple[int, int]],
+    since: dt.datetime,
+    site: Site,
+    current: int,
+    target: float,
+    model: TrafficModel | None,
+) -> dict[str, Any]:
+    """Demand of one pool's visits, and the size `target` needs, replayed through the pool."""
+    hold = site.lease_hold_minutes
+    peak, peak_offset = _peak_at([(s, e + hold * 60 + 1) for s, e in visits])
+    visible, _ = _peak_at([(s, e + 1) for s, e in visits])
+    # Every visit calls once in the replay: calls do not change what the pool does, so this
+    # measures the accuracy for a random caller with far less noise than a 5% sample would.
+    replay = dataclasses.replace(model or TrafficModel(), call_share=1.0)
+    sessions = sessions_from_intervals(visits, replay)
+    recommended: int | None = None
+    best: tuple[int, float] | None = None
+    if sessions:
+        low, high = 1, max(2, 2 * peak)
+        top = await _accuracy(sessions, high, hold, site)
+        best = (high, top)
+        if top >= target:
+            # Accuracy grows with the pool size: the smallest size reaching the target.
+            while low < high:
+                middle = (low + high) // 2
+                if await _accuracy(sessions, middle, hold, site) >= target:
+                    high = middle
+                else:
+                    low = middle + 1
+            recommended = high
+    return {
+        "sessions_wanting_a_number": len(visits),
+        "peak_concurrent_sessions": peak,
+        "peak_at": (since + dt.timedelta(seconds=peak_offset)).isoformat() if visits else None,
+        "peak_visible_sessions": visible,
+        "utilisation": round(peak / current, 3) if current else None,
+        "recommended_pool_size": recommended,
+        "accuracy_at_recommended": (
+            round(await _accuracy(sessions, recommended, hold, site), 4) if recommended else None
+        ),
+        "accuracy_at_current_size": (
+            round(await _accuracy(sessions, current, hold, site), 4)
+            if sessions and current
+            else None
+        ),
+        "best_checked": {"size": best[0], "accuracy": round(best[1], 4)} if best else None,
+        "call_model": replay.as_json(),
+    }
+
+
 async def advise(
     db: AsyncSession,
     site: Site,
@@ -70,10 +128,15 @@ async def advise(
 ) -> dict[str, Any]:
     """Report utilisation of each pool over `days` and the pool size `target` needs."""
     since = now - dt.timedelta(days=days)
-    hold = site.lease_hold_minutes
     rows = (
         await db.execute(
-            select(TrackedSession.started_at, TrackedSession.last_seen_at).where(
+            select(
+                TrackedSession.started_at,
+                TrackedSession.last_seen_at,
+                TrackedSession.landing_url,
+                TrackedSession.referrer,
+                TrackedSession.channel,
+            ).where(
                 TrackedSession.site_id == site.id,
                 TrackedSession.consent.is_(True),
                 TrackedSession.started_at >= since,
@@ -82,19 +145,34 @@ async def advise(
     ).all()
     visits = [
         (int((s - since).total_seconds()), int((max(e, s) - since).total_seconds()))
-        for s, e in rows
+        for s, e, *_ in rows
     ]
-    peak, peak_offset = _peak_at([(s, e + hold * 60 + 1) for s, e in visits])
-    visible, _ = _peak_at([(s, e + 1) for s, e in visits])
-    daily = len(visits) / days
+    businesses = list(
+        await db.scalars(
+            select(BusinessNumber)
+            .where(BusinessNumber.site_id == site.id)
+            .order_by(BusinessNumber.is_primary.desc(), BusinessNumber.id)
+        )
+    )
+    # Active source numbers' rules by business number (one without goes with the primary, as
+    # the number service does).
+    rules: dict[int, list[tuple[SourceRule, int, bool]]] = {}
+    for number in await db.scalars(
+        select(TrackingNumber).where(
+            TrackingNumber.site_id == site.id,
+            TrackingNumber.kind == "source",
+            TrackingNumber.state == "active",
+            TrackingNumber.rule_type.is_not(None),
+            TrackingNumber.rule_value.is_not(None),
+        )
+    ):
+        owner = number.business_number_id or (businesses[0].id if businesses else 0)
+        rule = SourceRule(number.rule_type, number.rule_value)  # type: ignore[arg-type]
+        rules.setdefault(owner, []).append((rule, number.id, True))
+    facts = [VisitFacts.read(url, referrer, channel) for *_, url, referrer, channel in rows]
 
     pools: list[dict[str, Any]] = []
-    sizes: list[int] = []
-    for business in await db.scalars(
-        select(BusinessNumber)
-        .where(BusinessNumber.site_id == site.id)
-        .order_by(BusinessNumber.is_primary.desc(), BusinessNumber.id)
-    ):
+    for business in businesses:
         size = await db.scalar(
             select(func.count()).where(
                 TrackingNumber.site_id == site.id,
@@ -122,68 +200,50 @@ async def advise(
             for start, until, ended, _ in leases
         ]
         peak_held, _ = _peak_at(held)
-        if size:
-            sizes.append(int(size))
+        own = rules.get(business.id, [])
+        wanting = [v for v, f in zip(visits, facts, strict=True) if best_match(own, f) is None]
+        sizing = await _sizing(wanting, since, site, int(size or 0), target, model)
         pools.append(
             {
                 "business_number": {"e164": business.e164, "label": business.label},
                 "pool_size": int(size or 0),
-                "peak_concurrent_sessions": peak,
-                "utilisation": round(peak / size, 3) if size else None,
+                "sessions_on_source_numbers": len(visits) - len(wanting),
+                **sizing,
                 "peak_numbers_held": peak_held,
                 "leases": len(leases),
                 "overflow_leases": sum(1 for *_, overflow in leases if overflow),
             }
         )
 
-    # Every visit calls once in the replay: calls do not change what the pool does, so this
-    # measures the accuracy for a random caller with far less noise than a 5% sample would.
-    base = model or TrafficModel()
-    replay = dataclasses.replace(base, call_share=1.0)
-    sessions = sessions_from_intervals(visits, replay)
-    recommended: int | None = None
-    best: tuple[int, float] | None = None
-    if sessions:
-        low, high = 1, max(2, 2 * peak)
-        top = await _accuracy(sessions, high, hold, site)
-        best = (high, top)
-        if top >= target:
-            # Accuracy grows with the pool size: the smallest size reaching the target.
-            while low < high:
-                middle = (low + high) // 2
-                if await _accuracy(sessions, middle, hold, site) >= target:
-                    high = middle
-                else:
-                    low = middle + 1
-            recommended = high
-    accuracy_now = (
-        {str(n): round(await _accuracy(sessions, n, hold, site), 4) for n in sorted(set(sizes))}
-        if sessions
-        else {}
-    )
+    # The site's figures: its primary pool's (every visit's, for a site with no number yet).
+    main = pools[0] if pools else await _sizing(visits, since, site, 0, target, model)
+    daily = len(visits) / days
     return {
         "site_key": site.site_key,
         "days": days,
         "since": since.isoformat(),
-        "hold_minutes": hold,
+        "hold_minutes": site.lease_hold_minutes,
         "exhaustion": site.pool_exhaustion,
         "sessions_with_consent": len(visits),
         "daily_sessions_with_consent": round(daily, 1),
-        "peak_concurrent_sessions": peak,
-        "peak_at": (since + dt.timedelta(seconds=peak_offset)).isoformat() if visits else None,
-        "peak_visible_sessions": visible,
+        "sessions_wanting_a_number": main["sessions_wanting_a_number"],
+        "peak_concurrent_sessions": main["peak_concurrent_sessions"],
+        "peak_at": main["peak_at"],
+        "peak_visible_sessions": main["peak_visible_sessions"],
         "pools": pools,
         "target": target,
-        "recommended_pool_size": recommended,
-        "accuracy_at_recommended": (
-            round(await _accuracy(sessions, recommended, hold, site), 4) if recommended else None
-        ),
-        "accuracy_at_current_sizes": accuracy_now,
-        "best_checked": {"size": best[0], "accuracy": round(best[1], 4)} if best else None,
+        "recommended_pool_size": main["recommended_pool_size"],
+        "accuracy_at_recommended": main["accuracy_at_recommended"],
+        "accuracy_at_current_sizes": {
+            str(p["pool_size"]): p["accuracy_at_current_size"]
+            for p in pools
+            if p["accuracy_at_current_size"] is not None
+        },
+        "best_checked": main["best_checked"],
         "rule_of_thumb": {
             "source": "CallTrackingMetrics: one number per 20 daily visitors",
             "pool_size": rule_of_thumb(daily) if visits else 0,
         },
         "accuracy_counts": "calls within the hold time, lease_at attribution, simulated calls",
-        "call_model": replay.as_json(),
+        "call_model": main["call_model"],
     }

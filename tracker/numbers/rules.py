@@ -54,9 +54,14 @@ class VisitFacts:
     @classmethod
     def of(cls, session: TrackedSession) -> VisitFacts:
         """Read the facts of a session (parameter names and values compared lower-case)."""
+        return cls.read(session.landing_url, session.referrer, session.channel)
+
+    @classmethod
+    def read(cls, landing_url: str | None, referrer: str | None, channel: str | None) -> VisitFacts:
+        """Read the facts of a visit from its stored columns."""
         params: dict[str, list[str]] = {}
         try:
-            query = urlsplit(session.landing_url or "").query
+            query = urlsplit(landing_url or "").query
         except ValueError:
             query = ""
         for key, value in parse_qsl(query, keep_blank_values=True):
@@ -64,8 +69,8 @@ class VisitFacts:
         utm = params.get("utm_source")
         return cls(
             landing_params={k: tuple(v) for k, v in params.items()},
-            referrer_host=strip_www(host_of(session.referrer)),
-            channel=(session.channel or "").lower(),
+            referrer_host=strip_www(host_of(referrer)),
+            channel=(channel or "").lower(),
             utm_source=utm[0] if utm and utm[0] else None,
         )
 
