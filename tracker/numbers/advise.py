@@ -128,25 +128,6 @@ async def advise(
 ) -> dict[str, Any]:
     """Report utilisation of each pool over `days` and the pool size `target` needs."""
     since = now - dt.timedelta(days=days)
-    rows = (
-        await db.execute(
-            select(
-                TrackedSession.started_at,
-                TrackedSession.last_seen_at,
-                TrackedSession.landing_url,
-                TrackedSession.referrer,
-                TrackedSession.channel,
-            ).where(
-                TrackedSession.site_id == site.id,
-                TrackedSession.consent.is_(True),
-                TrackedSession.started_at >= since,
-            )
-        )
-    ).all()
-    visits = [
-        (int((s - since).total_seconds()), int((max(e, s) - since).total_seconds()))
-        for s, e, *_ in rows
-    ]
     businesses = list(
         await db.scalars(
             select(BusinessNumber)
@@ -169,7 +150,26 @@ async def advise(
         owner = number.business_number_id or (businesses[0].id if businesses else 0)
         rule = SourceRule(number.rule_type, number.rule_value)  # type: ignore[arg-type]
         rules.setdefault(owner, []).append((rule, number.id, True))
-    facts = [VisitFacts.read(url, referrer, channel) for *_, url, referrer, channel in rows]
+    # The visits, and for each the business numbers whose source rules catch it (what the
+    # rules read is loaded only for a site that has rules: a big site's 30 days are many rows).
+    columns: list[Any] = [TrackedSession.started_at, TrackedSession.last_seen_at]
+    if rules:
+        columns += [TrackedSession.landing_url, TrackedSession.referrer, TrackedSession.channel]
+    visits: list[tuple[int, int]] = []
+    caught: list[frozenset[int]] = []
+    for start, end, *read in await db.execute(
+        select(*columns).where(
+            TrackedSession.site_id == site.id,
+            TrackedSession.consent.is_(True),
+            TrackedSession.started_at >= since,
+        )
+    ):
+        visits.append(
+            (int((start - since).total_seconds()), int((max(end, start) - since).total_seconds()))
+        )
+        if rules:
+            facts = VisitFacts.read(*read)
+            caught.append(frozenset(b for b, own in rules.items() if best_match(own, facts)))
 
     pools: list[dict[str, Any]] = []
     for business in businesses:
@@ -200,8 +200,11 @@ async def advise(
             for start, until, ended, _ in leases
         ]
         peak_held, _ = _peak_at(held)
-        own = rules.get(business.id, [])
-        wanting = [v for v, f in zip(visits, facts, strict=True) if best_match(own, f) is None]
+        wanting = (
+            [v for v, c in zip(visits, caught, strict=True) if business.id not in c]
+            if rules
+            else visits
+        )
         sizing = await _sizing(wanting, since, site, int(size or 0), target, model)
         pools.append(
             {
