@@ -458,6 +458,16 @@ def test_single_page_navigations_send_leave_then_a_new_pageview(
     leaves = v.wait_count("leave", 3)
     assert len(leaves) == 3 and sorted(e["p"] for e in leaves) == sorted(pages[:3])
 
+    # A router's redirect, pushState then replaceState in one task: two pages, each with its
+    # own id and URL (the server keeps one pageview per id).
+    v.page.evaluate(
+        f"history.pushState({{}}, '', '{base}/old'); "
+        f"history.replaceState({{}}, '', '{base}/new'); document.title = 'New'"
+    )
+    old, new = v.wait_count("pageview", 6)[4:]
+    assert old["u"].endswith("/old") and new["u"].endswith("/new") and new["ti"] == "New"
+    assert len({old["p"], new["p"], *pages}) == 6
+
 
 def test_visible_time_pings_and_leave_beacons(site: Site, visitor: Callable[..., Visitor]) -> None:
     v = visitor()
@@ -469,7 +479,9 @@ def test_visible_time_pings_and_leave_beacons(site: Site, visitor: Callable[...,
     assert 30_000 <= ping["d"] <= 32_000
 
     set_visibility = """state => {
+        // As a browser does when the tab goes to the background (or comes back): both.
         Object.defineProperty(document, 'visibilityState', {value: state, configurable: true});
+        Object.defineProperty(document, 'hidden', {value: state == 'hidden', configurable: true});
         document.dispatchEvent(new Event('visibilitychange'));
     }"""
     v.page.evaluate(set_visibility, "hidden")
@@ -1048,9 +1060,13 @@ REGROUPED = [
             ("020-7946-0018", "0113-496-0271"),
             ("02079460018", "01134960271"),
             ("(020) 7946 0018", "(0113) 496 0271"),
-            # Grouped the page's own way: the digits alone.
-            ("020 7946 00 18", "01134960271"),
-            ("0207 946 0018", "01134960271"),
+            # Grouped the page's own way: the new number's standard groups, with the page's
+            # separator (a space where the page's first group runs into the next).
+            ("020 7946 00 18", "0113 496 0271"),
+            ("0207 946 0018", "0113 496 0271"),
+            ("+44 207 946 0018", "+44 113 496 0271"),
+            ("020 79460018", "0113 496 0271"),
+            ("020.7946.00.18", "0113.496.0271"),
         ],
     ),
     (
@@ -1081,9 +1097,13 @@ REGROUPED = [
             ("030/12345678", "030/127231"),
             ("+49 (0)30 12345678", "+49 (0)30 127231"),
             ("+49 30 12345678", "+49 30 127231"),
-            ("030 1234 5678", "030127231"),
-            ("+49 30 1234 5678", "+4930127231"),
-            ("030 123 456 78", "030127231"),
+            ("030 1234 5678", "030 127231"),
+            ("+49 30 1234 5678", "+49 30 127231"),
+            ("030 123 456 78", "030 127231"),
+            ("+49 (0) 30 1234 5678", "+49 (0) 30 127231"),
+            ("030 / 12 34 56 78", "030 / 127231"),
+            ("030-1234-5678", "030-127231"),
+            ("+493012345678", "+4930127231"),
         ],
     ),
 ]

@@ -23,7 +23,7 @@
   if (W.calltrack?.ct) return; // the tag was pasted twice: the first copy does the work
   const C = W.__calltrack_cfg || {}, U = C.u, B = C.b || [], G = N.globalPrivacyControl === true,
     NR = C.cm == 'not_required', R = D.documentElement, js = JSON.stringify, now = () => performance.now(),
-    vis = () => D.visibilityState == 'visible',
+    vis = () => !D.hidden,
     on = (o, e, f) => o.addEventListener(e, f),
     // localStorage may be missing or throw (blocked cookies, private modes): ls(k) reads,
     // ls(k, text) writes, ls(k, 0) removes.
@@ -109,9 +109,10 @@
     Y = key();
     leave();
     A = 0; Z = vis() && now(); X = -1; P = id();
-    const u = location.href;
-    // Routers usually set document.title after pushState: read it one task later.
-    setTimeout(() => send('pageview', {u, ti: D.title})) // no referrer: the same page
+    const u = location.href, p = P;
+    // Routers usually set document.title after pushState: read it one task later (with this
+    // navigation's page id: a redirect, pushState then replaceState in one task, is two).
+    setTimeout(() => send('pageview', {u, p, ti: D.title})) // no referrer: the same page
   },
 
   // ---- Dynamic number insertion.
@@ -139,8 +140,8 @@
   // the inline elements that wrap parts of a number in practice. Any other element is a block.
   IN = /^([ABIUS]|EM|SPAN|SMALL|STRONG|FONT|SU[BP])$/,
   // Whole names, any case: SVG's are lower case, and custom elements (<mat-card-title>) hold
-  // page text.
-  SKIP = /^((NO)?SCRIPT|STYLE|TEXTAREA|TITLE)$/i,
+  // page text. (<noscript> holds inert text while scripts run: rewriting it shows nothing.)
+  SKIP = /^(SCRIPT|STYLE|TEXTAREA|TITLE)$/i,
   NO = '[data-calltrack-noswap],[contenteditable]',
   TEL = 'a[href^="tel:" i]',
   blk = e => { while (IN.test(e.nodeName) && e.parentNode) e = e.parentNode; return e },
@@ -180,16 +181,18 @@
         // grouping and markup the page uses (+34 912 345 678, 030-123 456 78).
         if (sh(x) == sh(y)) q.forEach((i, n) => o[i] = g[n]);
         else {
-          // Else, where the page writes the old number's last groups its standard way, what
-          // comes before them (country code, (0), area code) takes the new number's digits
-          // one for one, the rest after its last digit, and the new number's other groups
-          // follow with the page's separator: 0113 496 0271 for 020 7946 0018, +49 (0)30
-          // 127231 for +49 (0)30 12345678. Elsewhere the digits alone. It all goes in the
-          // first digit's place.
+          // Else, where the page separates anything, what comes before the old number's last
+          // groups (country code, (0), area code) takes the new number's digits one for one,
+          // the rest after its last digit, and the new number's other groups follow in its
+          // standard grouping with the page's separator (a space where the page's groups
+          // start mid-way): 0113 496 0271 for 020 7946 0018 or 0207 946 0018, +49 (0) 30
+          // 127231 for +49 (0) 30 1234 5678. Written with no separator: the digits alone. It
+          // all goes in the first digit's place.
+          // (Separators: the match spans more characters than it has digits.)
           let u = 0, t = g;
-          const w = g.slice(0, g.length - N.join('').length), tl = s.slice(b, z + 1);
-          if (H > 0 && js(tl.match(/\d+/g)) == js(gs(y)))
-            t = s.slice(a, b).replace(/\d/g, _ => w.slice(u, ++u < H ? u : 1e9)) + N.join((tl.match(/\D+/) || ' ')[0]);
+          const w = g.slice(0, -N.join('').length), sp = s.slice(b, z).match(/\D+|$/)[0] || ' ';
+          if (N[0] && b + 1 && z - a >= f.length)
+            t = s.slice(a, b).replace(/\d/g, _ => w.slice(u, ++u < H ? u : 1e9)) + (q[H - 1] == b - 1 ? sp : '') + N.join(sp);
           o.fill('', a, z + 1);
           o[a] = t
         }
