@@ -403,6 +403,23 @@ async def test_hostile_strings_are_stored_as_text(
     )
 
 
+async def test_encoded_nul_in_campaign_parameters_and_click_ids_is_dropped(
+    client: TestClient[Any, Any], database: Database
+) -> None:
+    # %00 decodes to a NUL, which PostgreSQL's text refuses: the visit was lost with a 500.
+    site = await new_site(database)
+    reply = await Visitor(client, site).view(
+        "https://velos-martin.fr/?utm_source=news%00letter&utm_medium=e%00mail"
+        "&utm_campaign=%00&utm_term=v%C3%A9lo%00&gclid=abc%00def&fbclid=x%00"
+    )
+    async with database.sessions() as db:
+        session = await db.get(TrackedSession, reply["s"])
+    assert session is not None
+    assert (session.source, session.medium, session.channel) == ("google", "cpc", "Paid Search")
+    assert (session.campaign, session.term) == (None, "vélo")
+    assert session.click_ids == {"gclid": "abcdef", "fbclid": "x"} and session.gclid == "abcdef"
+
+
 async def test_half_surrogate_pairs_are_stored_as_replacement_characters(
     client: TestClient[Any, Any], database: Database
 ) -> None:

@@ -254,8 +254,9 @@ def _query_params(url: str) -> dict[str, str]:
     query = url[:MAX_URL_LENGTH].partition("#")[0].partition("?")[2]
     params: dict[str, str] = {}
     for name, value in parse_qsl(query):
-        key = name.strip().lower()
-        text = value.strip()
+        # %00 decodes to a NUL, which PostgreSQL's text cannot hold (and nobody typed).
+        key = name.replace("\x00", "").strip().lower()
+        text = value.replace("\x00", "").strip()
         if text and key not in params:
             params[key] = text
     return params
