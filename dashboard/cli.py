@@ -329,8 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--language")
     create.add_argument("--consent-mode", choices=["required", "not_required"], default="required")
     create.set_defaults(handler=cmd_site_create)
-    listing = site.add_parser("list", help="list sites as JSON")
-    listing.add_argument("--account")
+    listing = site.add_parser("list", help="list sites as JSON, each with its account")
+    listing.add_argument("--account", help="only this account's sites (default: every account)")
     listing.set_defaults(handler=cmd_site_list)
 
     user = commands.add_parser("user", help="manage users").add_subparsers(

@@ -182,6 +182,16 @@ def test_a_fresh_database_needs_no_migrate_first(
     assert run_cli(["site", "list"]) == 0
     assert [s["site_key"] for s in json.loads(capsys.readouterr().out)] == [key]
 
+    # Another account's site: listed for the operator with its account, apart with --account.
+    assert run_cli([*argv, "--account", "acme"]) == 0
+    acme = json.loads(capsys.readouterr().out)["site_key"]
+    assert run_cli(["site", "list"]) == 0
+    listed = [(s["site_key"], s["account"]) for s in json.loads(capsys.readouterr().out)]
+    assert listed == [(key, "default"), (acme, "acme")]
+    for account, keys in (("acme", [acme]), ("default", [key]), ("nobody", [])):
+        assert run_cli(["site", "list", "--account", account]) == 0
+        assert [s["site_key"] for s in json.loads(capsys.readouterr().out)] == keys
+
 
 def test_an_empty_rule_is_refused_not_taken_for_a_pool_number(run: Run) -> None:
     key = _site(run)

@@ -221,8 +221,10 @@ def snippet_for(site_key: str, public_url: str) -> str:
 async def site_summary(db: AsyncSession, site: Site, public_url: str) -> dict[str, object]:
     """Describe a site for the CLI and API."""
     numbers = await business_numbers(db, site.id)
+    account = await db.get(Account, site.account_id)
     return {
         "site_key": site.site_key,
+        "account": account.name if account is not None else None,
         "name": site.name,
         "domain": site.domain,
         "country": site.country,
