@@ -509,6 +509,9 @@ async def test_advise_leaves_out_visits_a_source_number_catches(
     # The site's own figures are its primary pool's.
     assert report["peak_concurrent_sessions"] == 2
     assert report["recommended_pool_size"] == sales["recommended_pool_size"]
+    # The calls drawn in the replay; the traffic is the site's own (no made-up daily volume).
+    assert "daily_sessions" not in report["call_model"]
+    assert report["call_model"]["call_share"] == 1.0
 
 
 async def test_numbers_for_session_opens_its_own_transaction(database: Database) -> None:

@@ -36,6 +36,18 @@ from tracker.numbers.simulator import (
     simulate_policy,
 )
 
+# What the replay draws calls with (the model's traffic fields play no part: the visits are
+# the site's own), as the report shows it.
+CALL_FIELDS = (
+    "call_share",
+    "during_visit_share",
+    "late_share",
+    "soon_mean_minutes",
+    "late_min_hours",
+    "late_max_hours",
+    "seed",
+)
+
 # Real visits only say when they started and were last seen: sample activity every 5 minutes
 # between the two, which orders overflow victims finely enough for a 30-minute hold.
 ACTIVITY_SECONDS = 300
@@ -113,7 +125,7 @@ async def _sizing(
             else None
         ),
         "best_checked": {"size": best[0], "accuracy": round(best[1], 4)} if best else None,
-        "call_model": replay.as_json(),
+        "call_model": {k: v for k, v in replay.as_json().items() if k in CALL_FIELDS},
     }
 
 
