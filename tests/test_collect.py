@@ -444,6 +444,18 @@ async def test_half_surrogate_pairs_are_stored_as_replacement_characters(
     assert page is not None and page.title == "Vélo \ufffd 🚲 fin\ufffd"
 
 
+async def test_a_key_no_site_has_gets_the_script_without_a_collect_url(
+    client: TestClient[Any, Any],
+) -> None:
+    for query in ("?k=ct-no-such-site", "?k=", ""):
+        script = await client.get(f"/ct.js{query}")
+        assert script.status == 200
+        text = await script.text()
+        config = json.loads(text.split("=", 1)[1].split(";\n", 1)[0])
+        assert "u" not in config and "b" not in config  # the snippet sends nothing
+        assert script.headers["Cache-Control"] == "public, max-age=60"  # soon asked again
+
+
 async def test_preflight_and_snippet_are_cross_origin(
     client: TestClient[Any, Any], database: Database
 ) -> None:

@@ -169,6 +169,29 @@ def test_time_on_page_is_sent_when_the_page_is_hidden(stack: Stack, browser: Any
     context.close()
 
 
+def test_a_key_no_site_has_sends_nothing_and_logs_nothing(stack: Stack, browser: Any) -> None:
+    """A mistyped or deleted site key: the page works, the console stays clean (no failed
+    request to collect), and commands queued by the page are harmless."""
+    context = browser.new_context()
+    page = context.new_page()
+    messages: list[str] = []
+    page.on("console", lambda m: messages.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: messages.append(str(e)))
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    with page.expect_response(lambda r: "/ct.js?k=ct-no-such-site" in r.url) as script:
+        page.goto(f"{stack.merchant.url}/?site=ct-no-such-site")
+    assert script.value.status == 200
+    page.click("#add")
+    page.evaluate("calltrack('consent', true)")
+    expect(page.locator("a[href^='tel:']")).to_have_text("01 23 45 67 89", timeout=3000)
+    page.wait_for_timeout(1700)  # past the snippet's 1.5 s wait for numbers
+    assert page.is_visible("a[href^='tel:']")
+    assert [url for url in requests if "/collect" in url] == []
+    assert messages == []
+    context.close()
+
+
 # Prototype.js (still shipped by Magento 1 shops) defines Array.prototype.toJSON returning a
 # JSON string, so JSON.stringify sends every array as a string of JSON.
 PROTOTYPE_JS = """

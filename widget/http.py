@@ -28,6 +28,8 @@ MAX_AGE = 300
 STALE_WHILE_REVALIDATE = 86400
 # Served without its configuration while the database is away: asked for again this soon.
 DEGRADED_MAX_AGE = 30
+# A key no site has: asked for again this soon (the site may be created in a moment).
+UNKNOWN_MAX_AGE = 60
 
 log = logging.getLogger("calltrack.snippet")
 
@@ -54,12 +56,16 @@ def _accepts_gzip(request: web.Request) -> bool:
 
 def snippet_config(
     site_key: str,
-    public_url: str,
+    public_url: str | None,
     consent_mode: str | None,
     business_e164: tuple[str, ...],
     contact_widget: bool = False,
 ) -> dict[str, Any]:
-    config: dict[str, Any] = {"k": site_key, "u": f"{public_url}/collect"}
+    """The configuration served in front of the snippet; no `public_url`: no collect URL, and
+    the snippet then sends nothing (a key no site has)."""
+    config: dict[str, Any] = {"k": site_key}
+    if public_url is not None:
+        config["u"] = f"{public_url}/collect"
     if contact_widget:
         config["c"] = f"{public_url}/contact.js"
     if consent_mode is not None:
@@ -94,8 +100,11 @@ async def snippet(request: web.Request) -> web.Response:
     consent_mode: str | None = None
     business: tuple[str, ...] = ()
     contact_widget = False
+    known = bool(site_key)
     cache_control = f"public, max-age={MAX_AGE}, stale-while-revalidate={STALE_WHILE_REVALIDATE}"
-    if site_key:
+    if not known:
+        cache_control = f"public, max-age={UNKNOWN_MAX_AGE}"
+    else:
         try:
             async with app[appkeys.DATABASE].sessions() as db:
                 cached = await app[appkeys.SITE_CACHE].get(db, site_key)
@@ -103,7 +112,11 @@ async def snippet(request: web.Request) -> web.Response:
             business = cached.business_e164
             contact_widget = (cached.site.settings or {}).get("contact_widget") is True
         except NotFound:
-            pass
+            # No such site (a typo, a deleted site): the snippet gets no collect URL, so it
+            # sends nothing, and the merchant's console shows no failed request per page.
+            # Asked for again soon, for a site being set up.
+            known = False
+            cache_control = f"public, max-age={UNKNOWN_MAX_AGE}"
         except Exception as exc:
             if not unreachable(exc):
                 raise
@@ -112,7 +125,8 @@ async def snippet(request: web.Request) -> web.Response:
             # asks again soon for the real configuration.
             log.warning("snippet of %s served without its configuration: %r", site_key, exc)
             cache_control = f"public, max-age={DEGRADED_MAX_AGE}"
-    config = snippet_config(site_key, settings.public_url, consent_mode, business, contact_widget)
+    public_url = settings.public_url if known else None
+    config = snippet_config(site_key, public_url, consent_mode, business, contact_widget)
     body = render_snippet(config).encode("utf-8")
     compress = _accepts_gzip(request)
     # One ETag per representation (RFC 9110 8.8.3): the gzipped body is another byte string.
