@@ -317,6 +317,22 @@ async def test_accounts_never_see_each_other(
             400,
             "invalid_url",
         ),
+        # Not URLs a browser's location.href can be: a port out of range, a raw space or a
+        # control character.
+        *[
+            (
+                b'{"k": "K", "t": "pageview", "p": "0123456789abcdef", "u": "%s"}' % url,
+                400,
+                "invalid_url",
+            )
+            for url in (
+                b"https://a.fr:99999/",
+                b"https://a b.fr/",
+                b"https://a.fr/p\\u0007ge",
+                b"https://a.fr/?q=\\tx",
+                b"https://[::1/",
+            )
+        ],
         (b'{"k": "K", "t": "pageview", "p": "0123456789abcdef"}', 400, "invalid_event"),
         (
             b'{"k": "K", "t": "pageview", "p": "../../etc", "u": "https://x.fr/"}',

@@ -119,6 +119,9 @@ def _text(value: Any, limit: int, name: str) -> str | None:
     return value[:limit] if value else None
 
 
+_RAW_IN_URL = re.compile(r"[\x00-\x20\x7f]")
+
+
 def _url(value: Any, name: str, *, required: bool = False) -> str | None:
     text = _text(value, MAX_URL, name)
     if text is None:
@@ -127,8 +130,17 @@ def _url(value: Any, name: str, *, required: bool = False) -> str | None:
         return None
     try:
         parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError as exc:
+        if name == "r":
+            return None
         raise ApiError("invalid_url", f"{name} is not a valid URL") from exc
+    if _RAW_IN_URL.search(text):
+        # A browser's location.href and document.referrer percent-encode these: such a URL
+        # was not sent by a browser.
+        if name == "r":
+            return None
+        raise ApiError("invalid_url", f"{name} holds spaces or control characters")
     if parts.scheme not in ("http", "https") or not parts.netloc:
         if name == "r":
             # Referrers such as android-app:// are real; keep them, they classify as referral.
