@@ -350,6 +350,12 @@ async def test_accounts_never_see_each_other(
             400,
             "invalid_cart",
         ),
+        (
+            b'{"k": "K", "t": "cart", "p": "0123456789abcdef", "cart": {"items": [], '
+            b'"currency": "EURO"}}',
+            400,
+            "invalid_cart",
+        ),
         (b'{"k": "K", "t": "consent", "p": "0123456789abcdef"}', 400, "invalid_event"),
         (b"[" * 60000, 400, "invalid_json"),
         # Python's json module accepts these; JSON does not, and int(inf) would raise.

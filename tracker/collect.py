@@ -212,7 +212,7 @@ def parse_cart(raw: Any) -> CartSnapshot:
                 price=_decimal(item.get("price"), f"cart.items[{index}].price"),
             )
         )
-    currency = _text(raw.get("currency"), 3, "cart.currency")
+    currency = _text(raw.get("currency"), 16, "cart.currency")  # "EURO" is refused, not cut
     if currency is not None and not re.fullmatch(r"[A-Za-z]{3}", currency):
         raise ApiError("invalid_cart", "cart.currency must be an ISO 4217 code such as EUR")
     total = _decimal(raw.get("total"), "cart.total")
