@@ -204,6 +204,15 @@ async def test_thirty_minutes_of_inactivity_start_a_new_session(
     await fresh.view("https://velos-martin.fr/c")
     assert fresh.session not in (first, visitor.session)
 
+    # A cart (no page address) after 31 idle minutes on /b: the new visit lands on /b.
+    second = visitor.session
+    clock.advance(minutes=31)
+    await visitor.send("cart", cart={"items": [], "total": 0, "currency": "EUR"})
+    assert visitor.session not in (first, second)
+    assert (await load_session(database, visitor.session or "")).landing_url == (
+        "https://velos-martin.fr/b"
+    )
+
 
 async def test_cart_keeps_the_latest_snapshot(
     client: TestClient[Any, Any], database: Database

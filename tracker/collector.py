@@ -311,7 +311,11 @@ class Collector:
         if session is None:
             if event.type == "leave":
                 raise ApiError("unknown_session", "leave needs a session that exists", status=409)
-            session = _start_session(site, event, client, anon_key, consent, now, parent)
+            # An event without a page address (a cart, a ping) after 30 idle minutes: the new
+            # visit lands on the page the previous one was on, not on an invented home page.
+            previous = self.cache.get(event.session_id) if event.session_id else None
+            page = previous.current_url if previous and previous.site_id == site.id else None
+            session = _start_session(site, event, client, anon_key, consent, now, parent, page)
             self.cache.put(session)
         elif event.type != "leave" and session.last_seen_at < now:
             session.last_seen_at = now
@@ -595,8 +599,9 @@ def _start_session(
     consent: bool,
     now: dt.datetime,
     parent: TrackedSession | None = None,
+    page: str | None = None,
 ) -> TrackedSession:
-    landing = event.url or f"https://{site.domain}/"
+    landing = event.url or page or f"https://{site.domain}/"
     referrer = event.referrer if event.type == "pageview" else None
     attribution = classify(landing, referrer, site_domain=site.domain)
     geo = client.geo_lookup(client.ip)
