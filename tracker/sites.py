@@ -206,14 +206,17 @@ def snippet_for(site_key: str, public_url: str) -> str:
     number is hidden before it is ever painted (no flicker). Should ct.js be slow or
     unreachable, the queue's timer lifts the hold after RENDER_HOLD_MS (removing the
     attribute unblocks rendering): a Calltrack outage delays the merchant's first paint by
-    one second at most. Browsers without `blocking` treat the tag as plain async.
+    one second at most (every copy of the tag: a page that has it twice). Browsers without
+    `blocking` treat the tag as plain async. A page whose Content-Security-Policy refuses
+    inline scripts runs neither the queue nor that timer: such a merchant drops
+    `blocking="render"` (or allows the tag by hash).
     """
     src = f"{public_url.rstrip('/')}/ct.js?k={site_key}"
     return (
         "<script>window.calltrack=window.calltrack||function(){"
         "(calltrack.q=calltrack.q||[]).push(arguments)};"
-        "setTimeout(function(){var s=document.getElementById('calltrack-js');"
-        f"s&&s.removeAttribute('blocking')}},{RENDER_HOLD_MS});</script>\n"
+        "setTimeout(function(){document.querySelectorAll('#calltrack-js').forEach("
+        f"function(s){{s.removeAttribute('blocking')}})}},{RENDER_HOLD_MS});</script>\n"
         f'<script async blocking="render" id="calltrack-js" src="{src}"></script>'
     )
 
