@@ -155,9 +155,9 @@
     }
     return r
   },
-  // How a number is written, digits aside (country code included): 3300 00 00 00 00; and its
+  // How a number is written, digits aside, after its country code: 330 00 00 00 00; and its
   // national groups after the first (0113 496 0271: 496, 0271), the same in every form.
-  sh = x => (x.cc + x.national).replace(/\d/g, 0),
+  sh = x => x.cc + x.national.replace(/\d/g, 0),
   gs = x => x.national?.match(/\d+/g).slice(1) || [],
   // Rewrite the numbers of T found in s into o (s as an array of characters; returned, or
   // undefined when nothing changed). A number starts and ends where a separator or the run's
@@ -192,7 +192,7 @@
           let u = 0, t = g;
           const w = g.slice(0, -N.join('').length), sp = s.slice(b, z).match(/\D+|$/)[0] || ' ';
           if (N[0] && b + 1 && z - a >= f.length)
-            t = s.slice(a, b).replace(/\d/g, _ => w.slice(u, ++u < H ? u : 1e9)) + (q[H - 1] == b - 1 ? sp : '') + N.join(sp);
+            t = s.slice(a, b).replace(/\d/g, _ => w.slice(u, ++u < H ? u : 1e9)).replace(/\d$/, '$&' + sp) + N.join(sp);
           o.fill('', a, z + 1);
           o[a] = t
         }
