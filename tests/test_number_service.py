@@ -506,6 +506,11 @@ async def test_advise_leaves_out_visits_a_source_number_catches(
     assert after_sales["sessions_wanting_a_number"] == 6
     assert (after_sales["peak_concurrent_sessions"], after_sales["utilisation"]) == (6, 2.0)
     assert after_sales["recommended_pool_size"] > sales["recommended_pool_size"]
+    # Each pool's accuracy at its current size, by business number.
+    assert report["accuracy_at_current_sizes"] == {
+        MAIN: sales["accuracy_at_current_size"],
+        AFTER_SALES: after_sales["accuracy_at_current_size"],
+    }
     # The site's own figures are its primary pool's.
     assert report["peak_concurrent_sessions"] == 2
     assert report["recommended_pool_size"] == sales["recommended_pool_size"]

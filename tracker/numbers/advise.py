@@ -184,6 +184,7 @@ async def advise(
             caught.append(frozenset(b for b, own in rules.items() if best_match(own, facts)))
 
     pools: list[dict[str, Any]] = []
+    replays: dict[tuple[int | None, int], dict[str, Any]] = {}
     for business in businesses:
         size = await db.scalar(
             select(func.count()).where(
@@ -217,7 +218,10 @@ async def advise(
             if rules
             else visits
         )
-        sizing = await _sizing(wanting, since, site, int(size or 0), target, model)
+        # Pools without rules of their own see the same demand: one replay for each size.
+        key = (business.id if business.id in rules else None, int(size or 0))
+        sizing = replays.get(key) or await _sizing(wanting, since, site, key[1], target, model)
+        replays[key] = sizing
         pools.append(
             {
                 "business_number": {"e164": business.e164, "label": business.label},
@@ -249,8 +253,9 @@ async def advise(
         "target": target,
         "recommended_pool_size": main["recommended_pool_size"],
         "accuracy_at_recommended": main["accuracy_at_recommended"],
+        # By business number: pools of the same size may see different demand.
         "accuracy_at_current_sizes": {
-            str(p["pool_size"]): p["accuracy_at_current_size"]
+            p["business_number"]["e164"]: p["accuracy_at_current_size"]
             for p in pools
             if p["accuracy_at_current_size"] is not None
         },
