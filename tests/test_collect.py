@@ -274,6 +274,26 @@ async def test_global_privacy_control_counts_as_no_consent(
     assert (await plain.view("https://velos-martin.fr/"))["v"]
 
 
+async def test_gpc_sent_as_a_header_only_is_told_to_the_snippet(
+    client: TestClient[Any, Any], database: Database
+) -> None:
+    site = await new_site(database, consent_mode="not_required")
+    cases = [({"Sec-GPC": "1"}, False, True), ({}, False, False), ({"Sec-GPC": "1"}, True, False)]
+    for n, (headers, gpc_in_body, told) in enumerate(cases):
+        event = {"k": site.site_key, "t": "pageview", "p": page_id(), "gpc": gpc_in_body,
+                 "u": "https://velos-martin.fr/", "c": True}  # fmt: skip
+        response = await client.post(
+            "/collect",
+            data=json.dumps(event),
+            headers={"Content-Type": "text/plain", "User-Agent": CHROME,
+                     "X-Forwarded-For": f"198.51.100.{30 + n}", **headers},
+        )  # fmt: skip
+        reply = await response.json()
+        # `g` only where the snippet cannot know (no navigator.globalPrivacyControl).
+        assert reply.get("g", False) is told
+        assert (reply["v"] is None) is (gpc_in_body or told)
+
+
 async def test_bots_are_kept_out_of_sessions(
     client: TestClient[Any, Any], database: Database
 ) -> None:

@@ -192,6 +192,26 @@ def test_a_key_no_site_has_sends_nothing_and_logs_nothing(stack: Stack, browser:
     context.close()
 
 
+def test_gpc_sent_as_a_header_only_keeps_nothing_on_the_device(stack: Stack, browser: Any) -> None:
+    """A browser (or extension) that sends Sec-GPC: 1 without navigator.globalPrivacyControl:
+    the snippet learns it from the answer and stores nothing, even after consent."""
+    context = browser.new_context(extra_http_headers={"Sec-GPC": "1"})
+    page = context.new_page()
+    with page.expect_response(lambda r: r.url.endswith("/collect")) as first:
+        page.goto(f"{stack.merchant.url}/?visit={secrets.token_hex(4)}")
+    assert first.value.json()["g"] is True
+    with page.expect_response(lambda r: r.url.endswith("/collect")) as consent:
+        page.evaluate("calltrack('consent', true)")
+    assert consent.value.json()["v"] is None
+    page.wait_for_timeout(300)
+    assert page.evaluate("JSON.stringify(localStorage)") == "{}"
+    page.goto(f"{stack.merchant.url}/next")
+    page.wait_for_timeout(500)
+    assert page.evaluate("JSON.stringify(localStorage)") == "{}"
+    assert page.evaluate("document.cookie") == ""
+    context.close()
+
+
 # Prototype.js (still shipped by Magento 1 shops) defines Array.prototype.toJSON returning a
 # JSON string, so JSON.stringify sends every array as a string of JSON.
 PROTOTYPE_JS = """

@@ -66,6 +66,10 @@ async def collect(request: web.Request) -> web.Response:
         "v": result.visitor_id,
         "n": result.numbers,
     }
+    if client.gpc_header and not event.gpc:
+        # Global Privacy Control sent as a header only (no navigator.globalPrivacyControl):
+        # the snippet learns it here, and keeps nothing on the device from then on.
+        payload["g"] = True
     for listener in app[appkeys.EXTRAS].get("collect_listeners", ()):
         try:
             await listener(app, cached.site, event, result)

@@ -21,8 +21,9 @@
 // network, storage or merchant callbacks runs inside try/catch or a promise that is caught.
 ((W, D, N) => {
   if (W.calltrack?.ct) return; // the tag was pasted twice: the first copy does the work
-  const C = W.__calltrack_cfg || {}, U = C.u, B = C.b || [], G = N.globalPrivacyControl === true,
-    NR = C.cm == 'not_required', R = D.documentElement, js = JSON.stringify, now = () => performance.now(),
+  const C = W.__calltrack_cfg || {}, U = C.u, B = C.b || [],
+    // cm: not_required, or (older servers) required, the default.
+    NR = /^n/.test(C.cm), R = D.documentElement, js = JSON.stringify, now = () => performance.now(),
     vis = () => !D.hidden,
     on = (o, e, f) => o.addEventListener(e, f),
     // localStorage may be missing or throw (blocked cookies, private modes): ls(k) reads,
@@ -37,7 +38,8 @@
     ok = () => !G && (c || c == null && NR),
     // 96 random bits in decimal digits (16 to 30 of them; the server takes 16-32 hex digits).
     id = () => crypto.getRandomValues(new Uint32Array(3)).join('');
-  let S = null, V = null, c = null, P = id(), A = 0, Z = vis() && now(), X,
+  // G: Global Privacy Control, from the browser or (an answer's `g`) its Sec-GPC header.
+  let G = !!N.globalPrivacyControl, S = null, V = null, c = null, P = id(), A = 0, Z = vis() && now(), X,
     Q = Promise.resolve(), T = [], RE, K = 0, L, J, H = [], F = [], E = 0, M, Y;
 
   // ---- Consent remembered from an earlier page: the keys only exist if consent allowed them.
@@ -50,7 +52,8 @@
     } catch {}
     if ((V || ls('ct_s')) && !NR) c = true
   }
-  const save = () => {
+  const forget = () => { V = null; ls('ct_v', 0); ls('ct_s', 0) },
+  save = () => {
     if (ok() && S) {
       ls('ct_s', js({s: S, n: L, t: Date.now()}));
       V && ls('ct_v', V)
@@ -90,7 +93,8 @@
       // Any answer, even 204/404/500 or a network error, settles the numbers: with none, the
       // business number shows (and hidden elements come back) without waiting for the timeout.
       use(j?.n || L || []);
-      if (j?.s) { S = j.s; V = j.v || V; save() }
+      // (g: GPC sent as a header only: nothing stays on the device, consent or not.)
+      if (j?.s) { j.g && forget(G = true); S = j.s; V = j.v || V; save() }
     } catch {}
   },
 
@@ -304,7 +308,7 @@
       c = !!x;
       // Each consenting browser makes its own visitor id at once: two browsers that shared a
       // consentless visit (same address and browser) part there (the server forks the visit).
-      if (!c) { V = null; ls('ct_v', 0); ls('ct_s', 0) } else V ||= id();
+      c ? V ||= id() : forget();
       send('consent', {});
       save()
     },
