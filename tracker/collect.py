@@ -128,19 +128,20 @@ def _url(value: Any, name: str, *, required: bool = False) -> str | None:
         if required:
             raise ApiError("invalid_event", f"{name} is required")
         return None
+    problem = None
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - raises ValueError for a port out of range
-    except ValueError as exc:
-        if name == "r":
-            return None
-        raise ApiError("invalid_url", f"{name} is not a valid URL") from exc
-    if _RAW_IN_URL.search(text):
+    except ValueError:
+        problem = "is not a valid URL"
+    if problem is None and _RAW_IN_URL.search(text):
         # A browser's location.href and document.referrer percent-encode these: such a URL
         # was not sent by a browser.
+        problem = "holds spaces or control characters"
+    if problem is not None:
         if name == "r":
-            return None
-        raise ApiError("invalid_url", f"{name} holds spaces or control characters")
+            return None  # a referrer is only a hint: the visit is kept without it
+        raise ApiError("invalid_url", f"{name} {problem}")
     if parts.scheme not in ("http", "https") or not parts.netloc:
         if name == "r":
             # Referrers such as android-app:// are real; keep them, they classify as referral.

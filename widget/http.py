@@ -100,23 +100,24 @@ async def snippet(request: web.Request) -> web.Response:
     consent_mode: str | None = None
     business: tuple[str, ...] = ()
     contact_widget = False
-    known = bool(site_key)
-    cache_control = f"public, max-age={MAX_AGE}, stale-while-revalidate={STALE_WHILE_REVALIDATE}"
-    if not known:
-        cache_control = f"public, max-age={UNKNOWN_MAX_AGE}"
-    else:
+    # No such site (no key, a typo, a deleted site): the snippet gets no collect URL, so it
+    # sends nothing, and the merchant's console shows no failed request per page. Asked for
+    # again soon, for a site being set up.
+    known = False
+    cache_control = f"public, max-age={UNKNOWN_MAX_AGE}"
+    if site_key:
         try:
             async with app[appkeys.DATABASE].sessions() as db:
                 cached = await app[appkeys.SITE_CACHE].get(db, site_key)
             consent_mode = cached.site.consent_mode
             business = cached.business_e164
             contact_widget = (cached.site.settings or {}).get("contact_widget") is True
+            known = True
+            cache_control = (
+                f"public, max-age={MAX_AGE}, stale-while-revalidate={STALE_WHILE_REVALIDATE}"
+            )
         except NotFound:
-            # No such site (a typo, a deleted site): the snippet gets no collect URL, so it
-            # sends nothing, and the merchant's console shows no failed request per page.
-            # Asked for again soon, for a site being set up.
-            known = False
-            cache_control = f"public, max-age={UNKNOWN_MAX_AGE}"
+            pass
         except Exception as exc:
             if not unreachable(exc):
                 raise
@@ -124,6 +125,7 @@ async def snippet(request: web.Request) -> web.Response:
             # with the safe defaults (consent required, no number to swap), and the browser
             # asks again soon for the real configuration.
             log.warning("snippet of %s served without its configuration: %r", site_key, exc)
+            known = True
             cache_control = f"public, max-age={DEGRADED_MAX_AGE}"
     public_url = settings.public_url if known else None
     config = snippet_config(site_key, public_url, consent_mode, business, contact_widget)

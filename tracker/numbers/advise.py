@@ -94,17 +94,25 @@ async def _sizing(
     # measures the accuracy for a random caller with far less noise than a 5% sample would.
     replay = dataclasses.replace(model or TrafficModel(), call_share=1.0)
     sessions = sessions_from_intervals(visits, replay)
+    replayed: dict[int, float] = {}
+
+    async def accuracy(size: int) -> float:
+        # Each size replayed once: the search's last size is often the answer, or today's.
+        if size not in replayed:
+            replayed[size] = await _accuracy(sessions, size, hold, site)
+        return replayed[size]
+
     recommended: int | None = None
     best: tuple[int, float] | None = None
     if sessions:
         low, high = 1, max(2, 2 * peak)
-        top = await _accuracy(sessions, high, hold, site)
+        top = await accuracy(high)
         best = (high, top)
         if top >= target:
             # Accuracy grows with the pool size: the smallest size reaching the target.
             while low < high:
                 middle = (low + high) // 2
-                if await _accuracy(sessions, middle, hold, site) >= target:
+                if await accuracy(middle) >= target:
                     high = middle
                 else:
                     low = middle + 1
@@ -116,13 +124,9 @@ async def _sizing(
         "peak_visible_sessions": visible,
         "utilisation": round(peak / current, 3) if current else None,
         "recommended_pool_size": recommended,
-        "accuracy_at_recommended": (
-            round(await _accuracy(sessions, recommended, hold, site), 4) if recommended else None
-        ),
+        "accuracy_at_recommended": round(await accuracy(recommended), 4) if recommended else None,
         "accuracy_at_current_size": (
-            round(await _accuracy(sessions, current, hold, site), 4)
-            if sessions and current
-            else None
+            round(await accuracy(current), 4) if sessions and current else None
         ),
         "best_checked": {"size": best[0], "accuracy": round(best[1], 4)} if best else None,
         "call_model": {k: v for k, v in replay.as_json().items() if k in CALL_FIELDS},
