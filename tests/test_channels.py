@@ -285,13 +285,28 @@ def test_microsoft_click_is_paid_search_from_bing() -> None:
     assert attribution.click_ids == {"msclkid": "abc"}
 
 
-def test_manual_tagging_wins_over_microsoft_click() -> None:
-    attribution = classify(landing("msclkid=abc&utm_source=newsletter&utm_medium=email"))
+@pytest.mark.parametrize(
+    "query",
+    [
+        "msclkid=abc&utm_source=bing",  # UTMs alone would say Organic Search
+        "msclkid=abc&utm_source=newsletter",  # ... or Unassigned
+        "msclkid=abc&utm_source=newsletter&utm_medium=email",
+        "msclkid=abc&utm_medium=display",
+    ],
+)
+def test_microsoft_click_wins_over_manual_tagging(query: str) -> None:
+    # Like Google's auto-tagging: a msclkid is only ever added to a paid Microsoft Ads click.
+    attribution = classify(landing(query))
     assert (attribution.channel, attribution.source, attribution.medium) == (
-        "Email",
-        "newsletter",
-        "email",
+        "Paid Search",
+        "bing",
+        "cpc",
     )
+
+
+def test_microsoft_click_still_honours_campaign_rules() -> None:
+    assert channel_for(landing("msclkid=1&utm_campaign=pmax-cross-network")) == "Cross-network"
+    assert channel_for(landing("msclkid=1&utm_campaign=bing-shopping")) == "Paid Shopping"
 
 
 def test_google_click_wins_over_microsoft_click() -> None:
@@ -421,10 +436,40 @@ def test_channel_for_takes_the_site_from_the_landing_url() -> None:
     assert channel_for("https://velos-martin.fr/", "https://blog.velos-martin.fr/") == "Direct"
     assert channel_for("https://www.velos-martin.fr/", "https://blog.velos-martin.fr/") == "Direct"
     assert channel_for("https://velos-martin.fr/", "https://velos-martin.de/") == "Referral"
-    # Without site_domain, classify only ignores the landing host itself.
-    assert classify("https://velos-martin.fr/", "https://blog.velos-martin.fr/").medium == (
-        "referral"
+    assert channel_for("https://velos-martin.fr/", "https://velos-martin.fr.example/") == (
+        "Referral"
     )
+    assert channel_for("https://velos-martin.fr/", "https://notvelos-martin.fr/") == "Referral"
+
+
+@pytest.mark.parametrize(
+    ("landing_url", "referrer"),
+    [
+        ("https://boutique.velos-martin.fr/", "https://velos-martin.fr/"),
+        ("https://boutique.velos-martin.fr/", "https://www.velos-martin.fr/contact"),
+        ("https://www.boutique.velos-martin.fr/", "https://velos-martin.fr/"),
+    ],
+)
+def test_a_parent_domain_of_the_landing_page_is_the_same_site(
+    landing_url: str, referrer: str
+) -> None:
+    # Self-referrals count as no referrer both ways: the shop's subdomain reached from the
+    # merchant's main site, as well as the reverse.
+    assert channel_for(landing_url, referrer) == "Direct"
+    assert channel_for(referrer, landing_url) == "Direct"
+    assert classify(landing_url, referrer).medium == "(none)"
+
+
+def test_values_longer_than_their_columns_are_classified_whole() -> None:
+    # Only what is stored is cut: a medium ending in "push" past the column's width is still push.
+    url = landing("utm_source=app&utm_medium=" + "a" * 250 + "push")
+    attribution = classify(url)
+    assert attribution.channel == "Mobile Push Notifications"
+    assert len(attribution.medium) == 200
+    url = landing("utm_source=google&utm_medium=cpc&utm_campaign=" + "b" * 320 + "-cross-network")
+    attribution = classify(url)
+    assert attribution.channel == "Cross-network"
+    assert attribution.campaign is not None and len(attribution.campaign) == 300
 
 
 def test_channel_group_applies_the_rules_to_stored_values() -> None:

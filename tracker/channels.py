@@ -10,8 +10,9 @@ we fall back on the same manual rules applied to what the landing URL says. The 
 
 - Google auto-tagging (gclid, gbraid, wbraid) wins over utm_source/utm_medium, as GA4 does by
   default: source "google", medium "cpc". utm_campaign/term/content still fill the campaign.
-- msclkid means source "bing", medium "cpc" unless utm_source or utm_medium is present: GA4 does
-  not read msclkid at all, and Microsoft Ads' own UTM auto-tagging writes those parameters.
+- Microsoft auto-tagging (msclkid) wins the same way, after Google's: source "bing", medium
+  "cpc". GA4 does not read msclkid, but a msclkid is only ever added to a paid Microsoft Ads
+  click, and with only UTMs to go by "?msclkid=...&utm_source=bing" would be Organic Search.
 - fbclid, ttclid and li_fat_id name the network (facebook, tiktok, linkedin) but not a paid click:
   Meta adds fbclid to organic shares too. They give source with medium "referral", and only when
   neither UTM parameters nor a recognised referrer say more (Instagram links carry fbclid too).
@@ -284,10 +285,10 @@ def classify(
 
     if any(name in click_ids for name in GOOGLE_CLICK_IDS):
         source, medium = "google", "cpc"
-    elif utm_source or utm_medium:
-        source, medium = utm_source or NOT_SET, utm_medium or NOT_SET
     elif any(name in click_ids for name in MICROSOFT_CLICK_IDS):
         source, medium = "bing", "cpc"
+    elif utm_source or utm_medium:
+        source, medium = utm_source or NOT_SET, utm_medium or NOT_SET
     elif parsed.medium == "search":
         source, medium, from_referrer = parsed.source, "organic", True
     elif parsed.medium in ("social", "ai"):
@@ -299,9 +300,7 @@ def classify(
     else:
         source, medium = DIRECT_SOURCE, NONE_MEDIUM
 
-    source = source[:_SOURCE_WIDTH]
-    medium = medium[:_SOURCE_WIDTH]
-    campaign = _clip(params.get("utm_campaign"), _TEXT_WIDTH)
+    campaign = params.get("utm_campaign")
     categories = source_categories(source)
     if from_referrer:
         # GA4 would report the referrer's host as the source ("m.facebook.com"), and its list
@@ -310,11 +309,12 @@ def classify(
         if not categories:
             brand = source_categories(_brand(parsed.host))
             categories = brand & _BRAND_CATEGORIES
+    # The rules read whole values; only what is stored is cut to the columns' widths.
     return Attribution(
         channel=channel_group(source, medium, campaign, categories),
-        source=source,
-        medium=medium,
-        campaign=campaign,
+        source=source[:_SOURCE_WIDTH],
+        medium=medium[:_SOURCE_WIDTH],
+        campaign=_clip(campaign, _TEXT_WIDTH),
         term=_clip(params.get("utm_term"), _TEXT_WIDTH),
         content=_clip(params.get("utm_content"), _TEXT_WIDTH),
         click_ids=click_ids,
