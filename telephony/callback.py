@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import datetime as dt
 import functools
 import secrets
@@ -65,7 +64,7 @@ async def user_from_basic_auth(db: AsyncSession, authorization: str | None) -> U
         )
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # binascii.Error, bytes not UTF-8, a header not ASCII
         raise Unauthorized("unauthorized", "the Basic credentials are malformed") from exc
     email, _, password = decoded.partition(":")
     if "\x00" in email or len(email) > 320:

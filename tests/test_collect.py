@@ -360,6 +360,24 @@ async def test_accounts_never_see_each_other(
                 b"https://a.fr/p\\u0007ge",
                 b"https://a.fr/?q=\\tx",
                 b"https://[::1/",
+                b"http://:80/",  # a netloc, but no host
+                b"http://@/",
+            )
+        ],
+        # abs() of these overflowed Decimal's context: a 500.
+        *[
+            (
+                b'{"k": "K", "t": "cart", "p": "0123456789abcdef", "cart": %s}' % cart,
+                400,
+                "invalid_cart",
+            )
+            for cart in (
+                b'{"items": [], "total": "1e999999999999999999"}',
+                b'{"items": [{"name": "x", "qty": 1, "price": "-1e1000000"}]}',
+                b'{"items": [], "total": -50}',
+                b'{"items": [{"name": "x", "qty": 1, "price": -5}]}',
+                b'{"items": [{"name": 7, "qty": 1}]}',
+                b'{"items": [], "currency": ["EUR"]}',
             )
         ],
         (b'{"k": "K", "t": "pageview", "p": "0123456789abcdef"}', 400, "invalid_event"),
@@ -419,6 +437,28 @@ async def test_bad_input_gets_a_clear_4xx(
     assert response.headers["Access-Control-Allow-Origin"] == "*"
 
 
+@pytest.mark.parametrize(
+    ("encoding", "body", "status", "code", "says"),
+    [
+        # No Brotli decoder is installed: aiohttp's own message was "Please install `Brotli`".
+        ("br", b"\x8b\x00\x80{}\x03", 415, "unsupported_encoding", "gzip"),
+        # Not gzip at all: aiohttp decodes it to nothing, which read as "the body is empty".
+        ("gzip", b"plain text, not gzip", 400, "invalid_json", "Content-Encoding"),
+    ],
+)
+async def test_a_body_in_an_encoding_we_cannot_read_is_refused_with_a_reason(
+    client: TestClient[Any, Any], encoding: str, body: bytes, status: int, code: str, says: str
+) -> None:
+    response = await client.post(
+        "/collect",
+        data=body,
+        headers={"Content-Type": "text/plain", "Content-Encoding": encoding, "User-Agent": CHROME},
+    )
+    assert response.status == status
+    error = (await response.json())["error"]
+    assert error["code"] == code and says in error["message"]
+
+
 async def test_oversized_body_is_refused(client: TestClient[Any, Any], database: Database) -> None:
     site = await new_site(database)
     body = json.dumps(
@@ -433,6 +473,53 @@ async def test_oversized_body_is_refused(client: TestClient[Any, Any], database:
     response = await client.post("/collect", data=body, headers={"User-Agent": CHROME})
     assert response.status == 413
     assert (await response.json())["error"]["code"] == "payload_too_large"
+
+
+async def test_a_pageview_sent_again_to_a_fresh_worker_counts_once(
+    aiohttp_client: ClientFactory, database_url: str, database: Database, clock: FrozenClock
+) -> None:
+    # The snippet sends an event again when a proxy answers 502-504 (a worker restarting): the
+    # worker that gets it has never seen the page, and the stored row must not count twice.
+    site = await new_site(database)
+    workers = [
+        await aiohttp_client(create_app(make_settings(database_url), clock=clock)) for _ in range(2)
+    ]
+    visitor = Visitor(workers[0], site)
+    await visitor.view("https://velos-martin.fr/", title="Home")
+    await visitor.view("https://velos-martin.fr/gravel", title="Gravel")
+    visitor.client = workers[1]
+    await visitor.send("pageview", u="https://velos-martin.fr/gravel", ti="Gravel")
+    await visitor.view("https://velos-martin.fr/panier", title="Panier")
+    session = await load_session(database, visitor.session or "")
+    async with database.sessions() as db:
+        pages = list(await db.scalars(select(Pageview).where(Pageview.session_id == session.id)))
+    assert sorted(p.title for p in pages) == ["Gravel", "Home", "Panier"]
+    assert session.pageview_count == 3
+    assert session.current_url == "https://velos-martin.fr/panier"
+
+
+async def test_headers_no_column_can_hold_are_made_to_fit(
+    client: TestClient[Any, Any], database: Database
+) -> None:
+    site = await new_site(database)
+    # uap-core names this browser after most of the user agent (111 characters); the column
+    # holds 64, and PostgreSQL refused the visit with a 500.
+    app_ua = (
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) My Shopping App For Everyone "
+        "In The World Version Deluxe/1.0 CFNetwork/1408.0.4 Darwin/22.5.0"
+    )
+    visitor = Visitor(client, site, ip="198.51.100.9:8080", ua=app_ua)
+    await visitor.view("https://velos-martin.fr/", lang="<script>x")
+    session = await load_session(database, visitor.session or "")
+    assert session.browser is not None and 0 < len(session.browser) <= 64
+    # Some proxies add the port: the address is still the visitor's (and truncated).
+    assert session.ip_truncated == "198.51.100.0"
+    # A `lang` that is no language tag gives way to the Accept-Language header's.
+    assert session.language is None
+    other = Visitor(client, site, ip="[2001:db8:abcd:12::1]:443")
+    await other.view("https://velos-martin.fr/", lang="fr-FR")
+    session = await load_session(database, other.session or "")
+    assert session.ip_truncated == "2001:db8:abcd::" and session.language == "fr-FR"
 
 
 async def test_hostile_strings_are_stored_as_text(
@@ -642,12 +729,13 @@ async def test_one_postgresql_batch_merges_what_one_statement_cannot_apply_twice
         now = dt.datetime(2026, 11, 23, 9, 0, tzinfo=dt.UTC)
         old = TrackedSession(id=secrets.token_hex(16), site_id=site.id, started_at=now,
                              last_seen_at=now, landing_url="https://velos-martin.fr/",
-                             channel="Direct", click_ids={}, pageview_count=1, consent=False)  # fmt: skip
+                             channel="Direct", click_ids={}, pageview_count=2, consent=False)  # fmt: skip
         async with database.begin() as db:
             db.add(old)
             await db.flush()
-            db.add(Pageview(site_id=site.id, session_id=old.id, page_id="a" * 16,
-                            url="https://velos-martin.fr/", viewed_at=now, duration_ms=100))  # fmt: skip
+            for page_id in ("a" * 16, "f" * 16):
+                db.add(Pageview(site_id=site.id, session_id=old.id, page_id=page_id,
+                                url="https://velos-martin.fr/", viewed_at=now, duration_ms=100))  # fmt: skip
         new = TrackedSession(id=secrets.token_hex(16), site_id=site.id, started_at=now,
                              last_seen_at=now, landing_url="https://velos-martin.fr/?gclid=x",
                              channel="Paid Search", click_ids={"gclid": "x"}, pageview_count=1,
@@ -656,9 +744,19 @@ async def test_one_postgresql_batch_merges_what_one_statement_cannot_apply_twice
         page = {"site_id": site.id, "session_id": new.id, "page_id": "b" * 16,
                 "url": "https://velos-martin.fr/?gclid=x", "title": "Home", "viewed_at": now,
                 "duration_ms": 0}  # fmt: skip
+        # The visit's two new pages (what the two session_pages rows below stand for), and a
+        # page it has sent before: that one adds no row, so it does not count.
+        old_pages = [
+            {**page, "session_id": old.id, "page_id": page_id, "url": url, "viewed_at": seen}
+            for page_id, url, seen in (
+                ("f" * 16, "https://velos-martin.fr/", now),
+                ("d" * 16, "https://velos-martin.fr/b", later),
+                ("e" * 16, "https://velos-martin.fr/a", now),
+            )
+        ]
         grouped = {
             "new_sessions": [_session_values(new)],
-            "pageviews": [page],
+            "pageviews": [page, *old_pages],
             "durations": [
                 {"b_session": new.id, "b_page": "b" * 16, "b_duration": 4000},
                 {"b_session": old.id, "b_page": "a" * 16, "b_duration": 9000},
@@ -667,6 +765,7 @@ async def test_one_postgresql_batch_merges_what_one_statement_cannot_apply_twice
             "session_pages": [
                 {"b_id": old.id, "b_seen": later, "b_url": "https://velos-martin.fr/b", "b_title": "B"},
                 {"b_id": old.id, "b_seen": now, "b_url": "https://velos-martin.fr/a", "b_title": "A"},
+                {"b_id": old.id, "b_seen": now, "b_url": "https://velos-martin.fr/", "b_title": "Home"},
             ],
             "session_seen": [{"b_id": old.id, "b_seen": later + dt.timedelta(seconds=5)}],
             "session_consent": [{"b_id": old.id, "b_consent": True, "b_visitor": "c" * 32}],
@@ -691,7 +790,7 @@ async def test_one_postgresql_batch_merges_what_one_statement_cannot_apply_twice
         assert stored_new.consent is True and stored_new.visitor_id == new.visitor_id
         assert pages["b" * 16].duration_ms == 4000  # folded into the page it came with
         assert pages["a" * 16].duration_ms == 9000  # the longest of two
-        assert stored_old is not None and stored_old.pageview_count == 3
+        assert stored_old is not None and stored_old.pageview_count == 4
         assert stored_old.current_url == "https://velos-martin.fr/b"  # the latest page
         assert stored_old.last_seen_at == later + dt.timedelta(seconds=5)
         assert stored_old.consent is True and stored_old.visitor_id == "c" * 32

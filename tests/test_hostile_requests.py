@@ -208,7 +208,7 @@ def _fill(template: str, world: World, hostile_path: bool) -> list[str]:
     return paths
 
 
-async def _send(
+def _request(
     world: World,
     method: str,
     path: str,
@@ -218,7 +218,8 @@ async def _send(
     raw: bytes | None = None,
     content_type: str | None = None,
     extra_headers: dict[str, str] | None = None,
-) -> int:
+) -> tuple[str, dict[str, str], Any]:
+    """The path with its query, the headers and the body of a request as `_send` sends it."""
     # A browser (the collect endpoint drops bots), each request from its own address (the
     # contact form limits requests per address; loopback is a trusted proxy).
     address = next(_ADDRESSES)
@@ -247,6 +248,24 @@ async def _send(
         headers["X-Twilio-Signature"] = validator.compute_signature(PUBLIC_URL + path, form)
         headers["Content-Type"] = "application/x-www-form-urlencoded"
     headers.update(extra_headers or {})
+    return path_qs, headers, data
+
+
+async def _send(
+    world: World,
+    method: str,
+    path: str,
+    module: str,
+    params: dict[str, str],
+    *,
+    raw: bytes | None = None,
+    content_type: str | None = None,
+    extra_headers: dict[str, str] | None = None,
+) -> int:
+    path_qs, headers, data = _request(
+        world, method, path, module, params,
+        raw=raw, content_type=content_type, extra_headers=extra_headers,
+    )  # fmt: skip
     response = await world.client.request(
         method, path_qs, data=data, headers=headers, allow_redirects=False
     )
@@ -360,6 +379,58 @@ async def test_no_header_gets_a_500(world: World) -> None:
                 )
                 if status >= 500:
                     failures.append(f"{method} {path} {list(extra)}: {status}")
+    assert not failures, "\n".join(failures)
+
+
+# Bytes that are not UTF-8 (Latin-1 "é", a lone continuation byte): aiohttp hands them on as
+# lone surrogates, which str.encode() and the database drivers refuse. Sent on a raw socket:
+# aiohttp's client writes headers as UTF-8 and could not send them.
+RAW_HEADERS = (
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) caf\xe9 Chrome/124.0 Safari/537.36",
+    b"Accept-Language: fr-FR\xe9,\x80;q=0.9",
+    b"X-Forwarded-For: 203.0.113.\xe9",
+    b"Referer: https://velos-martin.fr/caf\xe9",
+    b"Origin: http://calltrack.test\xe9",
+    b"X-Twilio-Signature: \xe9\xe9\xe9=",
+    b"Authorization: Basic \xe9\xe9",
+    b'If-None-Match: "\xe9"',
+    b"X-CSRF-Token: \xe9",
+)
+
+
+async def _send_raw(world: World, method: str, path: str, module: str, extra: bytes) -> int:
+    path_qs, headers, data = _request(world, method, path, module, world.baseline(method, path))
+    body = b"" if data is None else data
+    url = world.client.make_url(path_qs)
+    cookies = world.client.session.cookie_jar.filter_cookies(url)
+    if cookies:
+        headers["Cookie"] = "; ".join(f"{name}={morsel.value}" for name, morsel in cookies.items())
+    name = extra.split(b":", 1)[0].decode().lower()
+    lines = [
+        f"{method} {url.raw_path_qs} HTTP/1.1".encode(),
+        f"Host: {url.host}:{url.port}".encode(),
+    ]
+    lines += [f"{k}: {v}".encode() for k, v in headers.items() if k.lower() != name]
+    lines += [extra, f"Content-Length: {len(body)}".encode(), b"Connection: close", b"", b""]
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        writer.write(b"\r\n".join(lines) + body)
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 10)
+        await reader.read()
+    finally:
+        writer.close()
+    return int(status_line.split()[1])
+
+
+async def test_no_undecodable_header_gets_a_500(world: World) -> None:
+    failures: list[str] = []
+    for method, template, module in _routes(world):
+        for path in _fill(template, world, hostile_path=False):
+            for extra in RAW_HEADERS:
+                status = await _send_raw(world, method, path, module, extra)
+                if status >= 500:
+                    failures.append(f"{method} {path} {extra[:30]!r}: {status}")
     assert not failures, "\n".join(failures)
 
 

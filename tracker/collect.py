@@ -110,11 +110,11 @@ class NumberAssigner(Protocol):
     ) -> list[dict[str, Any]]: ...
 
 
-def _text(value: Any, limit: int, name: str) -> str | None:
+def _text(value: Any, limit: int, name: str, code: str = "invalid_event") -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ApiError("invalid_event", f"{name} must be a string")
+        raise ApiError(code, f"{name} must be a string")
     value = value.replace("\x00", "").strip()
     return value[:limit] if value else None
 
@@ -142,10 +142,11 @@ def _url(value: Any, name: str, *, required: bool = False) -> str | None:
         if name == "r":
             return None  # a referrer is only a hint: the visit is kept without it
         raise ApiError("invalid_url", f"{name} {problem}")
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    # hostname, not netloc: "http://:80/" and "http://@/" have a netloc but name no host.
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         if name == "r":
             # Referrers such as android-app:// are real; keep them, they classify as referral.
-            if parts.scheme and parts.netloc:
+            if parts.scheme not in ("http", "https") and parts.hostname:
                 return text
             return None
         raise ApiError("invalid_url", f"{name} must be an absolute http(s) URL")
@@ -160,6 +161,7 @@ def _identifier(value: Any, name: str) -> str | None:
     return value
 
 
+CART = "invalid_cart"
 # Amounts are NUMERIC(14, 2) columns.
 MAX_AMOUNT = Decimal("1e12")
 
@@ -175,7 +177,8 @@ def _decimal(value: Any, name: str) -> Decimal | None:
         raise ApiError("invalid_cart", f"{name} must be a number") from exc
     # Checked before rounding (1e30 has more digits than rounding can hold) and after
     # (999999999999.999 rounds past what the columns hold: 12 digits before the point).
-    if not number.is_finite() or abs(number) >= MAX_AMOUNT:
+    # copy_abs, not abs(): abs() rounds to the context, and 1e999999999999 overflows it.
+    if not number.is_finite() or number.copy_abs() >= MAX_AMOUNT:
         raise ApiError("invalid_cart", f"{name} is out of range")
     rounded = number.quantize(Decimal("0.01"))
     if abs(rounded) >= MAX_AMOUNT:
@@ -207,13 +210,13 @@ def parse_cart(raw: Any) -> CartSnapshot:
         sku = item.get("sku")
         items.append(
             CartItem(
-                name=_text(item.get("name"), 300, f"cart.items[{index}].name") or "",
+                name=_text(item.get("name"), 300, f"cart.items[{index}].name", CART) or "",
                 sku=None if sku is None else str(sku)[:100],
                 qty=min(int(qty_raw), 1_000_000),
                 price=_decimal(item.get("price"), f"cart.items[{index}].price"),
             )
         )
-    currency = _text(raw.get("currency"), 16, "cart.currency")  # "EURO" is refused, not cut
+    currency = _text(raw.get("currency"), 16, "cart.currency", CART)  # "EURO" is refused
     if currency is not None and not re.fullmatch(r"[A-Za-z]{3}", currency):
         raise ApiError("invalid_cart", "cart.currency must be an ISO 4217 code such as EUR")
     total = _decimal(raw.get("total"), "cart.total")
@@ -222,6 +225,10 @@ def parse_cart(raw: Any) -> CartSnapshot:
         total = sum(prices, Decimal("0.00")) if prices else None
         if total is not None and abs(total) >= MAX_AMOUNT:
             raise ApiError("invalid_cart", "the cart's total is out of range; send cart.total")
+    # A line may be negative (a discount), the cart may not: it would subtract from the
+    # revenue the reports add up.
+    if total is not None and total < 0:
+        raise ApiError("invalid_cart", "cart.total cannot be negative")
     return CartSnapshot(tuple(items), total, currency.upper() if currency else None)
 
 
@@ -247,6 +254,12 @@ def first_language(accept_language: str | None) -> str | None:
         return None
     tag = accept_language.split(",", 1)[0].split(";", 1)[0].strip()
     return tag if len(tag) <= 16 and _LANGUAGE_TAG.fullmatch(tag) else None
+
+
+def _language(value: Any) -> str | None:
+    """`lang` from the body: a language tag, else the header's (what is stored is a tag)."""
+    tag = _text(value, 64, "lang")
+    return tag if tag and len(tag) <= 16 and _LANGUAGE_TAG.fullmatch(tag) else None
 
 
 def parse_event(body: Any, accept_language: str | None = None) -> CollectEvent:
@@ -288,7 +301,7 @@ def parse_event(body: Any, accept_language: str | None = None) -> CollectEvent:
         duration_ms=duration,
         consent=consent,
         gpc=body.get("gpc") is True,
-        language=_text(body.get("lang"), 16, "lang") or first_language(accept_language),
+        language=_language(body.get("lang")) or first_language(accept_language),
         cart=cart,
         navigation=_navigation(body.get("y")),
     )

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, and_, bindparam, select, update
+from sqlalchemy import Table, and_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -449,7 +449,12 @@ class Collector:
             .where(SESSIONS.c.id == bindparam("b_id"))
             .values(
                 last_seen_at=bindparam("b_seen"),
-                pageview_count=SESSIONS.c.pageview_count + 1,
+                # Counted, not incremented: a pageview sent again adds no row (see
+                # collector_pg), and the insert above is in this transaction.
+                pageview_count=select(func.count())
+                .select_from(PAGEVIEWS)
+                .where(PAGEVIEWS.c.session_id == bindparam("b_id"))
+                .scalar_subquery(),
                 current_url=bindparam("b_url"),
                 current_title=bindparam("b_title"),
             ),

@@ -102,14 +102,23 @@ class PostgresBatchWriter:
             ctes.append(
                 f"new_pageviews AS (INSERT INTO {p} ({', '.join(names)}) "
                 f"SELECT * FROM unnest({arrays(self._pageviews, names)}) "
-                f"ON CONFLICT (session_id, page_id) DO NOTHING)"
+                f"ON CONFLICT (session_id, page_id) DO NOTHING RETURNING session_id)"
             )
         if "sessions" in parts:
             n = [next(counter) for _ in range(8)]
+            # Pages counted as inserted: a pageview sent again (a resend after a worker
+            # restart, which the restarted worker's cache cannot recognise) adds no row.
+            added, joined = "0", ""
+            if "pageviews" in parts:
+                added = "COALESCE(np.n, 0)"
+                joined = (
+                    " LEFT JOIN (SELECT session_id, count(*) AS n FROM new_pageviews "
+                    "GROUP BY session_id) AS np ON np.session_id = v.id"
+                )
             ctes.append(
                 f"session_updates AS (UPDATE {s} AS s SET "
                 "last_seen_at = GREATEST(s.last_seen_at, v.seen), "
-                "pageview_count = COALESCE(s.pageview_count, 0) + v.pages, "
+                f"pageview_count = COALESCE(s.pageview_count, 0) + {added}, "
                 "current_url = CASE WHEN v.pages > 0 THEN v.url ELSE s.current_url END, "
                 "current_title = CASE WHEN v.pages > 0 THEN v.title ELSE s.current_title END, "
                 "consent = CASE WHEN v.set_consent THEN v.consent ELSE s.consent END, "
@@ -117,7 +126,7 @@ class PostgresBatchWriter:
                 f"FROM unnest(${n[0]}::varchar[], ${n[1]}::timestamptz[], ${n[2]}::integer[], "
                 f"${n[3]}::text[], ${n[4]}::varchar[], ${n[5]}::boolean[], ${n[6]}::boolean[], "
                 f"${n[7]}::varchar[]) "
-                "AS v(id, seen, pages, url, title, set_consent, consent, visitor) "
+                f"AS v(id, seen, pages, url, title, set_consent, consent, visitor){joined} "
                 "WHERE s.id = v.id)"
             )
         if "durations" in parts:

@@ -13,7 +13,7 @@ from tracker.errors import ApiError
 from tracker.geo import truncate_ip
 from tracker.metrics import BOT_HITS, COLLECT_REJECTED, SESSIONS_STARTED, collect_events
 from tracker.useragent import parse_user_agent
-from tracker.web import CORS_HEADERS, client_ip, read_json
+from tracker.web import CORS_HEADERS, client_ip, read_json, valid_text
 
 log = logging.getLogger("calltrack.collect")
 
@@ -32,7 +32,8 @@ async def collect(request: web.Request) -> web.Response:
     except ApiError as exc:
         COLLECT_REJECTED.labels(exc.code).inc()
         raise
-    user_agent = request.headers.get("User-Agent", "")[:1000]
+    # Bytes that are not UTF-8 reach us as lone surrogates, which nothing can encode again.
+    user_agent = valid_text(request.headers.get("User-Agent", "")[:1000])
     device = parse_user_agent(user_agent)
     if device.is_bot or (device.headless and settings.block_headless):
         BOT_HITS.inc()

@@ -215,6 +215,9 @@ def _build_parser() -> ua_parser.Parser:
     return ua_parser.Parser(resolver(ua_parser.load_lazy_builtins()))
 
 
+# The width of sessions.browser and sessions.os.
+NAME_WIDTH: Final = 64
+
 # Built at import (0.2-0.3 s with the pure-Python resolver) so that the first pageview after
 # start-up does not pay for compiling uap-core's regexes.
 _PARSER: Final = _build_parser()
@@ -250,9 +253,11 @@ def _parse(ua: str) -> DeviceInfo:
     browser = agent.family if agent is not None and agent.family != "Other" else None
     os_family = result.os.family if result.os is not None and result.os.family != "Other" else None
     return DeviceInfo(
-        browser=browser,
+        # uap-core names some apps after whatever the user agent says ("My Shopping App For
+        # Everyone..."): cut to the sessions' columns, which PostgreSQL enforces.
+        browser=browser[:NAME_WIDTH] if browser else None,
         browser_version=agent.major if browser is not None and agent is not None else None,
-        os=os_family,
+        os=os_family[:NAME_WIDTH] if os_family else None,
         device="bot" if bot else _device_class(lowered, os_family, device),
         is_bot=bot,
         headless="headless" in lowered,

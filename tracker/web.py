@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 from aiohttp import web, web_server
-from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.http_exceptions import ContentEncodingError, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from aiohttp.web_request import BaseRequest
 from multidict import MultiDictProxy
@@ -112,6 +112,10 @@ class CodedErrorsRequestHandler(RequestHandler):
         super().handle_error(request, status, exc, message)  # logs, or raises if sent
         if isinstance(exc, LineTooLong):
             code, sentence = "request_too_large", "A request line or header is over 8,190 bytes."
+        elif isinstance(exc, ContentEncodingError):
+            # Content-Encoding: br or zstd (their decoders are not installed).
+            code, status = "unsupported_encoding", 415
+            sentence = "The body's Content-Encoding is not supported: send it plain or gzip."
         elif 400 <= status < 500:
             reason = (exc.message if isinstance(exc, HttpProcessingError) else "") or ""
             reason = reason.strip().splitlines()[0].rstrip(":") if reason.strip() else ""
@@ -260,8 +264,13 @@ async def read_json(request: web.Request, max_bytes: int) -> Any:
     except (RequestPayloadError, HttpProcessingError) as exc:
         # A body that does not decode with its Content-Encoding, a broken chunked body.
         drop_unread_body(request, exc)
-        raise ApiError("invalid_json", "the body could not be read as sent") from exc
+        raise ApiError(
+            "invalid_json", "the body does not decode with its Content-Encoding or chunks"
+        ) from exc
     if not raw:
+        if request.headers.get("Content-Encoding"):
+            # aiohttp decodes a body that is not gzip at all to nothing, without an error.
+            raise ApiError("invalid_json", "the body does not decode with its Content-Encoding")
         raise ApiError("invalid_json", "the body is empty; a JSON object is expected")
     try:
         return loads_strict(raw.decode("utf-8"))
@@ -303,6 +312,12 @@ _DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_flo
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def valid_text(text: str) -> str:
+    """Replace lone surrogates (how aiohttp hands on header bytes that are not UTF-8) by U+FFFD:
+    as they are, no encoder, hash or database driver takes the string."""
+    return text if text.isascii() else _LONE_SURROGATE.sub("\ufffd", text)
+
+
 def _storable(value: Any) -> Any:
     if isinstance(value, str):
         return _LONE_SURROGATE.sub("\ufffd", value).replace("\x00", "")
@@ -329,8 +344,14 @@ def loads_strict(text: str) -> Any:
 
 
 def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = text.strip()
+    # Some proxies add the client's port: "198.51.100.9:8080", "[2001:db8::1]:443".
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
     try:
-        return ipaddress.ip_address(text.strip().split("%", 1)[0])
+        return ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
         return None
 
