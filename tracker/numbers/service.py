@@ -18,8 +18,9 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from sqlalchemy import CursorResult, and_, case, func, insert, or_, select, update
+from sqlalchemy import CursorResult, and_, case, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from tracker.db import Database
 from tracker.errors import ApiError, Conflict, NotFound
@@ -146,6 +147,8 @@ def _latest_open_lease(session_id: str, number_id: int) -> Any:
         .scalar_subquery()
     )
 
+
+_ONE_MS = dt.timedelta(milliseconds=1)
 
 # Opens the transaction on first use: most collect events (a heartbeat of a session that
 # already holds its number) need no database at all.
@@ -313,25 +316,27 @@ class NumberService:
                 )
                 return AcquireResult(more.grant, result.expired + more.expired)
             except PoolNotLoaded:
-                await self.rebuild_pool(await get_db(), site.id, business_id, now)
+                await self.rebuild_pool(await get_db(), site.id, business_id, now, hold)
         # Redis lost the pool three times in a row: show the business number this time.
         log.warning("number pool %s could not be loaded", key)
         return AcquireResult(None)
 
     @staticmethod
     async def _had_a_number(db: AsyncSession, session_id: str, business_id: int) -> bool:
-        """Did this visit hold a number of this pool that it no longer holds?"""
-        ended = await db.scalar(
+        """Did this visit ever hold a number of this pool? (It holds none now: the pool said.)
+
+        Any lease counts, ended or not: an overflow on another worker may have run before the
+        displaced visit's lease row was committed, and then could not end it."""
+        leased = await db.scalar(
             select(Lease.id)
             .join(TrackingNumber, TrackingNumber.id == Lease.tracking_number_id)
             .where(
                 Lease.session_id == session_id,
-                Lease.ended_at.is_not(None),
                 TrackingNumber.business_number_id == business_id,
             )
             .limit(1)
         )
-        return ended is not None
+        return leased is not None
 
     async def _record(
         self, db: AsyncSession, site_id: int, result: AcquireResult, now: dt.datetime
@@ -441,27 +446,43 @@ class NumberService:
     # -- pool state from the database ----------------------------------------------------------
 
     async def rebuild_pool(
-        self, db: AsyncSession, site_id: int, business_id: int, now: dt.datetime
+        self,
+        db: AsyncSession,
+        site_id: int,
+        business_id: int,
+        now: dt.datetime,
+        hold: dt.timedelta,
     ) -> bool:
         """Load a pool from the database: open leases held, the rest free by release time.
 
         Only one worker's load takes effect (the pool refuses a second one). A lease row's
         hold_until may trail the pool by up to record_interval, so rebuilt holds get that much
-        extra: a number is never handed out while its holder may still be active.
+        extra (a number is never handed out while its holder may still be active), but less
+        than `now + hold`: every rebuilt holder was last active before now, and a hold beyond
+        a new visit's made an overflow take the newest visit's number rather than the least
+        recently active one's.
+
+        A number's holder is its latest lease: a lease followed by another one on the same
+        number was displaced, even if its row was never ended (see `_had_a_number`).
         """
         numbers = await self._pool_numbers(db, site_id, business_id)
         ids = list(numbers)
         held: list[HeldLease] = []
         released: dict[int, dt.datetime | None] = dict(numbers)
         if ids:
+            later = aliased(Lease)
             leases = await db.scalars(
                 select(Lease)
                 .where(
                     Lease.tracking_number_id.in_(ids),
                     Lease.ended_at.is_(None),
                     Lease.hold_until >= now - self.record_interval,
+                    ~exists().where(
+                        later.tracking_number_id == Lease.tracking_number_id,
+                        later.started_at > Lease.started_at,
+                    ),
                 )
-                .order_by(Lease.last_seen_at.desc(), Lease.id.desc())
+                .order_by(Lease.started_at.desc(), Lease.id.desc())
             )
             taken_numbers: set[int] = set()
             taken_sessions: set[str] = set()
@@ -470,13 +491,8 @@ class NumberService:
                     continue
                 taken_numbers.add(lease.tracking_number_id)
                 taken_sessions.add(lease.session_id)
-                held.append(
-                    HeldLease(
-                        lease.tracking_number_id,
-                        lease.session_id,
-                        lease.hold_until + self.record_interval,
-                    )
-                )
+                until = min(lease.hold_until + self.record_interval, now + hold - _ONE_MS)
+                held.append(HeldLease(lease.tracking_number_id, lease.session_id, until))
             end = case(
                 (
                     and_(Lease.ended_at.is_not(None), Lease.ended_at < Lease.hold_until),
@@ -903,12 +919,14 @@ async def find_business_number(
 
 
 async def leases_at(db: AsyncSession, tracking_number_id: int, instant: dt.datetime) -> list[Lease]:
-    """Return every lease holding a number at `instant`, most recently active first.
+    """Return every lease holding a number at `instant`, the latest started first.
 
     A lease holds its number at `instant` when `started_at <= instant`, it had not ended
     (`ended_at` is null or later than `instant`) and `hold_until >= instant`. The pool hands a
-    number to one session at a time, so this is normally one lease; more than one appears only
-    around a pool rebuild after a Redis failure (see `NumberService.rebuild_pool`).
+    number to one session at a time, so this is normally one lease. More than one appears when
+    an overflow on another worker ran before the displaced visit's lease row was committed (the
+    later lease is the holder: the first one returned), and around a pool rebuild after a Redis
+    failure (see `NumberService.rebuild_pool`).
 
     Precision: `hold_until` of an open lease may trail the pool by up to `RECORD_INTERVAL`
     (60 s of a 30-minute hold) because activity is written at most that often; it becomes exact
@@ -922,13 +940,13 @@ async def leases_at(db: AsyncSession, tracking_number_id: int, instant: dt.datet
             Lease.started_at <= instant,
             or_(Lease.ended_at.is_(None), Lease.ended_at > instant),
         )
-        .order_by(Lease.last_seen_at.desc(), Lease.id.desc())
+        .order_by(Lease.started_at.desc(), Lease.id.desc())
     )
     return list(rows)
 
 
 async def lease_at(db: AsyncSession, tracking_number_id: int, instant: dt.datetime) -> Lease | None:
-    """Return who held a number at `instant`: the most recently active of `leases_at`."""
+    """Return who held a number at `instant`: the latest started of `leases_at`."""
     found = await leases_at(db, tracking_number_id, instant)
     return found[0] if found else None
 
