@@ -832,7 +832,7 @@ async def test_back_to_back_events_are_written_and_a_leave_keeps_the_shown_numbe
     from tracker.useragent import parse_user_agent
 
     class Numbers:
-        async def numbers_for_session(self, *_: Any) -> list[dict[str, Any]]:
+        async def numbers_for_session(self, *_: Any, **__: Any) -> list[dict[str, Any]]:
             return [{"from": {"e164": "+33123456789"}, "to": {"e164": "+33987654321"}}]
 
     site = await new_site(database)
@@ -953,6 +953,69 @@ async def test_browsers_that_shared_a_consentless_visit_part_when_they_consent(
     reply = await three.view("https://velos-martin.fr/velos", referrer="https://velos-martin.fr/",
                              y=0, c=True, v=secrets.token_hex(8))  # fmt: skip
     assert three.session not in (shared, fork.id) and _shown(reply) not in (_shown(reply_one), _shown(reply_two))  # fmt: skip
+
+
+@pytest.fixture
+async def two_workers(
+    aiohttp_client: ClientFactory,
+    database_url: str,
+    clock: FrozenClock,
+    redis_url: str,
+    redis_prefix: str,
+) -> list[TestClient[Any, Any]]:
+    """Two workers of one deployment: one database, one Redis (the number pools)."""
+    settings = make_settings(database_url, redis_url=redis_url, redis_prefix=redis_prefix)
+    return [await aiohttp_client(create_app(settings, clock=clock)) for _ in range(2)]
+
+
+async def test_consent_withdrawn_on_one_worker_holds_on_the_other(
+    two_workers: list[TestClient[Any, Any]], database: Database
+) -> None:
+    """Each worker keeps the visits it saw in memory: the worker that did not see the
+    withdrawal still believed the visit consents, and gave the next page its pool number and
+    visitor id (found by an audit with two workers)."""
+    one, two = two_workers
+    site = await new_site(database)
+    await _add_numbers(one, database, site, count=2)
+    visitor_id = secrets.token_hex(8)
+    browser = Visitor(one, site)
+    reply = await browser.view("https://velos-martin.fr/", c=True, v=visitor_id)
+    assert _shown(reply) and reply["v"] == visitor_id
+    browser.client = two
+    reply = await browser.send("consent", c=False)
+    assert reply["n"] == [] and reply["v"] is None
+    # The next page, served by the first worker: nothing is stored in the browser any more.
+    again = Visitor(one, site)
+    reply = await again.view(
+        "https://velos-martin.fr/velos", referrer="https://velos-martin.fr/", y=0
+    )
+    assert again.session == browser.session
+    assert reply["n"] == [] and reply["v"] is None
+    session = await load_session(database, again.session or "")
+    assert (session.consent, session.visitor_id) == (False, None)
+
+
+async def test_browsers_that_shared_a_visit_part_when_they_consent_on_two_workers(
+    two_workers: list[TestClient[Any, Any]], database: Database
+) -> None:
+    """The second browser consents on a worker whose copy of the shared visit predates the
+    first browser's consent: it must still fork the visit, not take it (and its number) over."""
+    one, two = two_workers
+    site = await new_site(database)
+    await _add_numbers(one, database, site, count=3)
+    first, second = Visitor(one, site), Visitor(two, site)
+    await first.view("https://velos-martin.fr/?utm_source=google&utm_medium=cpc&gclid=g1")
+    await second.view("https://velos-martin.fr/velos", referrer="https://velos-martin.fr/", y=0)
+    assert first.session == second.session
+    shared = first.session
+    first_id, second_id = secrets.token_hex(8), secrets.token_hex(8)
+    reply_one = await first.send("consent", c=True, v=first_id)
+    reply_two = await second.send("consent", c=True, v=second_id)
+    assert first.session == shared and second.session != shared
+    assert _shown(reply_one) and _shown(reply_two) and _shown(reply_one) != _shown(reply_two)
+    assert (await load_session(database, shared or "")).visitor_id == first_id
+    reply_one = await first.send("ping", c=True, v=first_id, d=1000)
+    assert first.session == shared and _shown(reply_one) != _shown(reply_two)
 
 
 async def test_numbers_added_by_another_process_are_used_within_a_second(

@@ -106,7 +106,7 @@ class NumberAssigner(Protocol):
     """Dynamic number insertion: the numbers a session should see (see tracker.numbers)."""
 
     async def numbers_for_session(
-        self, site: Site, session: TrackedSession, now: dt.datetime
+        self, site: Site, session: TrackedSession, now: dt.datetime, *, consent: bool = True
     ) -> list[dict[str, Any]]: ...
 
 

@@ -189,7 +189,7 @@ class Collector:
         if not event.session_id:
             return None
         session = self.cache.get(event.session_id)
-        if not _usable(session, site, event, now - SESSION_TIMEOUT):
+        if not _usable(session, site, event, now - SESSION_TIMEOUT) or _unsure(session, event):
             return None
         assert session is not None
         return None if _other_visitor(session, event) else session
@@ -226,7 +226,7 @@ class Collector:
         parent: TrackedSession | None = None
         if event.session_id:
             session = self.cache.get(event.session_id)
-            if not usable(session):
+            if not usable(session) or _unsure(session, event):
                 session = await self._load(SESSIONS.c.id == event.session_id)
             if usable(session):
                 assert session is not None
@@ -247,7 +247,7 @@ class Collector:
                 return session, None
         if anon_key and event.type != "leave" and parent is None and _continues(site, event):
             session = self.cache.by_anon_key(anon_key)
-            if not usable(session):
+            if not usable(session) or _unsure(session, event):
                 session = await self._load(
                     and_(
                         SESSIONS.c.site_id == site.id,
@@ -403,7 +403,8 @@ class Collector:
         result = CollectResult(
             session=session,
             new_session=new_session,
-            visitor_id=session.visitor_id,
+            # Only to a browser that consents (see NumberService.numbers_for_session).
+            visitor_id=session.visitor_id if consent else None,
             pageview_data=pageview,
         )
         if event.type == "leave":
@@ -413,7 +414,9 @@ class Collector:
             result.numbers = None
         elif numbers is not None:
             try:
-                result.numbers = await numbers.numbers_for_session(site, session, now)
+                result.numbers = await numbers.numbers_for_session(
+                    site, session, now, consent=consent
+                )
             except Exception as exc:
                 if not unreachable(exc):
                     raise
@@ -568,6 +571,14 @@ def _usable(
         and session.site_id == site.id
         and (session.last_seen_at > cutoff or event.type == "leave")
     )
+
+
+def _unsure(session: TrackedSession | None, event: CollectEvent) -> bool:
+    """This worker's copy of the visit has no visitor, and the browser brings one: it consents
+    now, and another worker may have given the visit another browser's visitor meanwhile
+    (two browsers of one address share a consentless visit until they consent). Read the row:
+    a copy trusted here made both browsers one visit, with one number."""
+    return session is not None and bool(event.visitor_id) and not session.visitor_id
 
 
 def _other_visitor(session: TrackedSession, event: CollectEvent) -> bool:

@@ -187,11 +187,15 @@ class NumberService:
     # -- what a session sees -------------------------------------------------------------------
 
     async def numbers_for_session(
-        self, site: Site, session: TrackedSession, now: dt.datetime
+        self, site: Site, session: TrackedSession, now: dt.datetime, *, consent: bool = True
     ) -> list[dict[str, Any]]:
         """Return the collect response's `n`, in a transaction of its own when one is needed.
 
         This is the `tracker.collect.NumberAssigner`; the session row is already committed.
+        `consent` is the event's own (tracker.collect.consent_granted): a pool number needs it
+        as well as the visit's. A browser that sends no consent gets none even where the visit
+        consented: it withdrew it on a page another worker served (this worker's copy of the
+        visit may not know yet), or it is another browser joined to the visit by its address.
         """
         database = self.database
         if database is None:
@@ -204,20 +208,31 @@ class NumberService:
                     opened.append(await stack.enter_async_context(database.begin()))
                 return opened[0]
 
-            return await self._assign(get_db, site, session, now)
+            return await self._assign(get_db, site, session, now, consent)
 
     async def assign_numbers(
-        self, db: AsyncSession, site: Site, session: TrackedSession, now: dt.datetime
+        self,
+        db: AsyncSession,
+        site: Site,
+        session: TrackedSession,
+        now: dt.datetime,
+        *,
+        consent: bool = True,
     ) -> list[dict[str, Any]]:
         """Return the collect response's `n`, inside the caller's transaction."""
 
         async def get_db() -> AsyncSession:
             return db
 
-        return await self._assign(get_db, site, session, now)
+        return await self._assign(get_db, site, session, now, consent)
 
     async def _assign(
-        self, get_db: GetDb, site: Site, session: TrackedSession, now: dt.datetime
+        self,
+        get_db: GetDb,
+        site: Site,
+        session: TrackedSession,
+        now: dt.datetime,
+        consent: bool,
     ) -> list[dict[str, Any]]:
         numbers = await self._site_numbers(get_db, site, now)
         if not numbers.businesses:
@@ -238,7 +253,7 @@ class NumberService:
                 source = best_match(((s.rule, s.number_id, s) for s in business.sources), facts)
             if source is not None:
                 swaps.append(_swap(business, source.to, "source"))
-            elif session.consent and business.pool:
+            elif session.consent and consent and business.pool:
                 to = await self._lease(get_db, site, business, session.id, now)
                 if to is not None:
                     swaps.append(_swap(business, to, "pool"))
