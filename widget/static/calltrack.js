@@ -11,8 +11,8 @@
 //   A  visible ms counted so far          Z  performance.now() when it became visible, or 0
 //   X  time sent by the last leave        Q  events waiting for the first answer (session id)
 //   T  match table: [digits as written, replacement digits, replacement number, number]
-//   RE candidate runs of digits           K  numbers are known (answer, stored, or timeout)
-//   L  the swaps in force (`n`)           J  L as JSON, to notice a change
+//   RE candidate runs of digits           L  the swaps in force (`n`)
+//   J  L as JSON, to notice a change; set once the numbers are known (answer, stored, timeout)
 //   H  [element, its visibility] hidden until the swap
 //   M  swaps stored by an earlier page   Y  path and query of the current page
 //   F  `calltrack('number', cb)` callbacks             E  e164 those callbacks last received
@@ -25,7 +25,6 @@
     // cm: not_required, or (older servers) required, the default.
     NR = /^n/.test(C.cm), R = D.documentElement, js = JSON.stringify, now = () => performance.now(),
     vis = () => !D.hidden,
-    on = (o, e, f) => o.addEventListener(e, f),
     // localStorage may be missing or throw (blocked cookies, private modes): ls(k) reads,
     // ls(k, text) writes, ls(k, 0) removes.
     ls = (k, v) => {
@@ -40,7 +39,7 @@
     id = () => crypto.getRandomValues(new Uint32Array(3)).join('');
   // G: Global Privacy Control, from the browser or (an answer's `g`) its Sec-GPC header.
   let G = !!N.globalPrivacyControl, S = null, V = null, c = null, P = id(), A = 0, Z = vis() && now(), X,
-    Q = Promise.resolve(), T = [], RE, K = 0, L, J, H = [], F = [], E = 0, M, Y;
+    Q = Promise.resolve(), T = [], RE, L, J, H = [], F = [], E = 0, M, Y;
 
   // ---- Consent remembered from an earlier page: the keys only exist if consent allowed them.
   if (!G) {
@@ -72,7 +71,8 @@
     // keeps its ad click. The numbers settle meanwhile (the safety timeout); events queued
     // behind the first one wait for it. (After a retry `got` also sees the outer chain end,
     // with nothing: `use` ignores an unchanged list.)
-    const again = n => new Promise(w => setTimeout(w, 5e3 << n)).then(() => go(n + 1)),
+    // (setTimeout passes n + 1 on: the promise resolves to the next attempt's number.)
+    const again = n => new Promise(w => setTimeout(w, 5e3 << n, n + 1)).then(go),
     go = (n = 0) => {
       try {
         x.s = S; x.c = c; x.v = ok() ? V : null;
@@ -102,21 +102,20 @@
   dur = () => Math.round(A + (Z && now() - Z)),
   // On hidden, pagehide and SPA navigation. Hidden and pagehide often both fire for the same
   // page with the same time: send it once.
-  leave = b => { const d = dur(); d != X && send('leave', {d: X = d}, b) },
+  leave = b => X != (X = dur()) && send('leave', {d: X}, b),
 
   // ---- Single-page apps: a navigation changes the path or the query. Hash changes are anchors
   // within the page, and replaceState calls that keep the URL (routers save scroll positions
   // that way) are no navigation either.
   key = () => location.pathname + location.search,
   nav = () => {
-    if (key() == Y) return;
-    Y = key();
+    if (Y == (Y = key())) return;
     leave();
     A = 0; Z = vis() && now(); X = -1; P = id();
-    const u = location.href, p = P;
     // Routers usually set document.title after pushState: read it one task later (with this
-    // navigation's page id: a redirect, pushState then replaceState in one task, is two).
-    setTimeout(() => send('pageview', {u, p, ti: D.title})) // no referrer: the same page
+    // navigation's address and page id, taken now: a redirect, pushState then replaceState in
+    // one task, is two). No referrer: the same page.
+    setTimeout(x => send('pageview', {...x, ti: D.title}), 0, {u: location.href, p: P})
   },
 
   // ---- Dynamic number insertion.
@@ -129,11 +128,7 @@
   },
   // Build T from [from, to] pairs; without `to` the entries only find (and hide) numbers.
   tab = ps => {
-    T = [];
-    for (const [f, t] of ps) {
-      const b = t && forms(t);
-      forms(f).forEach((a, i) => T.push([a, b && b[i], t, f]))
-    }
+    T = ps.flatMap(([f, t]) => forms(f).map((a, i) => [a, t && forms(t)[i], t, f]));
     T.sort((a, b) => b[0].length - a[0].length);
     // A candidate: a digit, then digits and the separators people write between them (\s has
     // U+00A0), at least as many digits as the shortest form, so dates and prices fail fast.
@@ -142,23 +137,17 @@
   },
   // Elements whose text is matched across their inline children (<a>01 23 <b>45</b> 67 89</a>):
   // the inline elements that wrap parts of a number in practice. Any other element is a block.
-  IN = /^([ABIUS]|EM|SPAN|SMALL|STRONG|FONT|SU[BP])$/,
+  IN = /^([ABIUS]|EM|S(PAN|MALL|TRONG|U[BP])|FONT)$/,
   // Whole names, any case: SVG's are lower case, and custom elements (<mat-card-title>) hold
   // page text. (<noscript> holds inert text while scripts run: rewriting it shows nothing.)
-  SKIP = /^(SCRIPT|STYLE|TEXTAREA|TITLE)$/i,
+  SKIP = /^(S(CRIPT|TYLE)|T(EXTAREA|ITLE))$/i,
   NO = '[data-calltrack-noswap],[contenteditable]',
   TEL = 'a[href^="tel:" i]',
   blk = e => { while (IN.test(e.nodeName) && e.parentNode) e = e.parentNode; return e },
-  // Candidate runs in s, each as [its digits, the position of each digit in s].
-  runs = s => {
-    const r = [];
-    RE.lastIndex = 0;
-    for (let m, d, p; m = RE.exec(s); r.push([d, p])) {
-      d = ''; p = [];
-      m[0].replace(/\d/g, (x, i) => { d += x; p.push(m.index + i) })
-    }
-    return r
-  },
+  // Candidate runs in s, each as [its digits, the position of each digit in s]. (matchAll
+  // works on a copy of RE, so RE's lastIndex never needs resetting.)
+  runs = s => [...s.matchAll(RE)].map(m =>
+    [m[0].replace(/\D/g, ''), [...m[0].matchAll(/\d/g)].map(x => m.index + x.index)]),
   // How a number is written, digits aside, after its country code: 330 00 00 00 00; and its
   // national groups after the first (0113 496 0271: 496, 0271), the same in every form.
   sh = x => x.cc + x.national.replace(/\d/g, 0),
@@ -197,8 +186,7 @@
           const w = g.slice(0, -N.join('').length), sp = s.slice(b, z).match(/\D+|$/)[0] || ' ';
           if (N[0] && b + 1 && z - a >= f.length)
             t = s.slice(a, b).replace(/\d/g, _ => w.slice(u, ++u < H ? u : 1e9)).replace(/\d$/, '$&' + sp) + N.join(sp);
-          o.fill('', a, z + 1);
-          o[a] = t
+          o.fill('', a, z + 1)[a] = t
         }
       }
     return o
@@ -208,12 +196,12 @@
   // Match over one run of text nodes that share a block (inline markup does not split it).
   group = g => {
     let s = '';
-    const st = g.map(n => (s += n.data).length - n.data.length),
+    const st = g.map(n => (s += n.data).length - n.length),
       at = i => st.findLastIndex(x => x <= i), // the node holding character i
       o = sub(s, (a, z) => {
         const ns = g.slice(at(a), at(z) + 1);
         if (ns.some(n => n.parentNode.closest(NO))) return;
-        if (K) return 1;
+        if (J) return 1;
         // Numbers not known yet: hide the smallest element holding the whole number until the
         // swap (or the safety timeout), so the business number never flashes.
         let e = ns[0].parentNode;
@@ -249,34 +237,34 @@
       for (const [d, p] of runs(r.textContent))
         for (let j = 0; j < d.length; j++) T.some(([f]) => d.startsWith(f, j)) && ks.push(p[j]);
       // ks is in ascending order: one pass over the text nodes finds them all.
-      for (let n, o = 0, i = 0; ks[i] != null && (n = w.nextNode());)
+      for (let n, o = 0, i = 0; i < ks.length && (n = w.nextNode());)
         for (o += n.length; ks[i] < o; i++) bs.add(blk(n.parentNode))
     }
     bs.forEach(walk);
     // tel: links keep the format they were written in, like text.
-    if (K) for (const a of r.querySelectorAll(TEL))
+    if (J) for (const a of r.querySelectorAll(TEL))
       if (!a.closest(NO)) {
         const o = sub(a.getAttribute('href').replace(/%20/g, ' '), () => 1); // WordPress: %20
         o && a.setAttribute('href', o.join(''))
       }
   },
-  num = () => L?.find(x => !B[0] || x.from.e164 == B[0].e164)?.to || B[0],
+  // The swap of the first business number (of the first swap when there is none).
+  num = () => L?.find(x => x.from.e164 == (B[0] || x.from).e164)?.to || B[0],
   call = f => { try { f(num(), L) } catch {} },
   // Swaps are known (n from an answer or storage; [] after an error or the timeout): rewrite the
   // page, show what was hidden, tell the callbacks. When a later answer changes the number, the
   // previous tracking numbers map to the new ones (or back to the business number).
   use = n => {
-    const j = js(n), h = H, k = K, ps = n.map(x => [x.from, x.to]);
-    if (K && j == J) return;
-    for (const x of L || []) ps.push([x.to, n.find(y => y.from.e164 == x.from.e164)?.to || x.from])
-    L = n; J = j; K = 1; H = [];
+    const j = js(n), h = H, k = J, ps = n.map(x => [x.from, x.to]);
+    if (j == J) return;
+    L?.forEach(x => ps.push([x.to, n.find(y => y.from.e164 == x.from.e164)?.to || x.from]));
+    L = n; J = j; H = [];
     tab(ps);
     // Before the first answer every business number on the page was found and hidden: only
     // those blocks (and tel: links, never hidden) need rewriting, not the whole page again.
     scan(R, !k && h.map(h => blk(h[0])));
-    for (const [e, v] of h) e.style.visibility = v;
-    const e = num()?.e164;
-    if (e != E) { E = e; F.forEach(call) }
+    h.forEach(([e, v]) => e.style.visibility = v);
+    E != (E = num()?.e164) && F.forEach(call)
   },
 
   // Later content (popups, lazy sections, SPA routes): rescan the blocks that changed, each
@@ -305,24 +293,23 @@
   cmds = {
     cart: x => send('cart', {cart: x}),
     consent: x => {
-      c = !!x;
       // Each consenting browser makes its own visitor id at once: two browsers that shared a
       // consentless visit (same address and browser) part there (the server forks the visit).
-      c ? V ||= id() : forget();
+      (c = !!x) ? V ||= id() : forget();
       send('consent', {});
       save()
     },
-    number: f => { F.push(f); K && call(f) },
+    number: f => { F.push(f); J && call(f) },
     swap: () => scan(R)
   },
   run = a => { try { (cmds[a[0]] || (() => (W.calltrack.u ||= []).push(a)))(a[1]) } catch {} },
   q = W.calltrack?.q;
 
-  on(D, 'visibilitychange', () => {
+  D.addEventListener('visibilitychange', () => {
     if (vis()) Z ||= now();
     else { A = dur(); Z = 0; leave(1) }
   });
-  on(W, 'pagehide', () => leave(1));
+  W.addEventListener('pagehide', () => leave(1));
   // Every 30 s of visible time: counts time on long pages and keeps the number's lease alive.
   setInterval(() => vis() && send('ping', {d: dur()}), 3e4);
   Y = key();
@@ -334,7 +321,7 @@
       return r
     }
   }
-  on(W, 'popstate', nav);
+  W.addEventListener('popstate', nav);
 
   try {
     // Before the numbers are known, find the business numbers (to hide them); with swaps stored
@@ -343,7 +330,7 @@
     scan(R);
     M && use(M);
     mo.observe(D, {childList: 1, subtree: 1, characterData: 1});
-    setTimeout(() => K || use([]), 1500)
+    setTimeout(() => J || use([]), 1500)
   } catch {}
 
   // y: how the page was loaded (0 navigate, 1 reload, 2 back_forward; the older Navigation
