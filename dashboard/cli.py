@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp.http_exceptions import HttpProcessingError
+from sqlalchemy.exc import IntegrityError
 
 from tracker.audit import audit
 from tracker.clock import SystemClock
@@ -111,8 +112,37 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _redacted(url: str) -> str:
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    return make_url(url).render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "not a database URL"
+
+
+def _database_problem(exc: BaseException) -> str | None:
+    """A one-line reason when `exc` says the database cannot be used (unreachable, missing,
+    refused, or a URL that is none); None for anything else."""
+    import sqlite3
+
+    import asyncpg
+    from sqlalchemy.exc import ArgumentError
+
+    unusable = (
+        OSError,
+        asyncpg.PostgresConnectionError,
+        asyncpg.InvalidCatalogNameError,
+        asyncpg.InvalidAuthorizationSpecificationError,
+        sqlite3.OperationalError,
+    )
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (ArgumentError, *unusable)):
+            if isinstance(seen, sqlite3.OperationalError) and "unable to open" not in str(seen):
+                return None  # "database is locked" and the like: not a connection problem
+            return " ".join(str(seen).split())[:300] or type(seen).__name__
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return None
 
 
 # Python's cycle collector runs after every 700 new container objects and each full pass walks
@@ -174,6 +204,9 @@ async def cmd_site_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_site_list(args: argparse.Namespace, settings: Settings) -> int:
+    if args.account is not None and not args.account.strip():
+        raise CliError("--account needs a name (leave it out to list every account's sites)")
+
     async def work(db: Any) -> list[dict[str, object]]:
         account = None
         if args.account:
@@ -181,7 +214,9 @@ async def cmd_site_list(args: argparse.Namespace, settings: Settings) -> int:
 
             from tracker.models import Account
 
-            account = await db.scalar(select(Account).where(Account.name == args.account))
+            # Stored trimmed (get_or_create_account): look it up the same way.
+            name = args.account.strip()
+            account = await db.scalar(select(Account).where(Account.name == name))
             if account is None:
                 return []
         return [
@@ -253,7 +288,7 @@ async def cmd_user_list(args: argparse.Namespace, settings: Settings) -> int:
     async def work(db: Any) -> list[dict[str, object]]:
         query = select(User, Account.name).join(Account, Account.id == User.account_id)
         if args.account:
-            query = query.where(Account.name == args.account)
+            query = query.where(Account.name == args.account.strip())
         rows = list(await db.execute(query.order_by(Account.name, User.email)))
         # Staff emails are personal data: who listed them is kept, once per account shown.
         for account_id in sorted({user.account_id for user, _ in rows}):
@@ -403,6 +438,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except CliError as exc:
         print(f"calltrack: {exc}", file=sys.stderr)
+        return 2
+    except IntegrityError:
+        # Another command (or the service) wrote the same record at the same moment: the
+        # transaction was rolled back, nothing was saved.
+        print(
+            "calltrack: another process saved the same record at the same moment; nothing was "
+            "changed: run the command again",
+            file=sys.stderr,
+        )
+        return 2
+    except Exception as exc:
+        problem = _database_problem(exc)
+        if problem is None:
+            raise
+        url = _redacted(settings.database_url)
+        print(f"calltrack: the database cannot be used ({url}): {problem}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashboard.cli import cli_actor, emit, with_db
@@ -105,8 +106,16 @@ async def cmd_numbers_add(args: argparse.Namespace, settings: Settings) -> int:
         wanted = {number.e164 for number in added}
         return [n for n in await service.list_numbers(db, site, now) if n["e164"] in wanted]
 
-    emit(await _with_service(settings, work, exclude=True))
-    return 0
+    for attempt in range(3):
+        try:
+            emit(await _with_service(settings, work, exclude=True))
+            return 0
+        except IntegrityError:
+            # Another `numbers add` (or worker) took one of the numbers chosen here first:
+            # nothing was saved; choose again among those still free.
+            if attempt == 2:
+                raise
+    return 1  # not reached
 
 
 def _print_numbers(numbers: list[dict[str, Any]]) -> None:

@@ -199,3 +199,84 @@ def test_an_empty_rule_is_refused_not_taken_for_a_pool_number(run: Run) -> None:
         assert _error(run, "numbers", "add", "--site", key, option, "") == "invalid_rule"
     code, listed, _ = run("numbers", "list", "--site", key, "--json")
     assert code == 0 and listed == []
+
+
+def test_a_rule_for_a_whole_top_level_domain_is_refused(run: Run) -> None:
+    # "fr" or "co.uk" would catch every visit from google.fr, leboncoin.fr, amazon.co.uk...
+    key = _site(run)
+    for value in ("fr", ".fr", "co.uk", "com.au"):
+        assert _error(run, "numbers", "add", "--site", key, "--referrer-domain", value) == (
+            "invalid_rule"
+        ), value
+    for value, stored in (("deals.example.co.uk", "deals.example.co.uk"),
+                          ("lesbonsplans.fr.", "lesbonsplans.fr")):  # fmt: skip
+        code, added, _ = run("numbers", "add", "--site", key, "--referrer-domain", value)
+        assert code == 0 and added[0]["rule"]["value"] == stored
+
+
+def test_business_numbers_are_told_apart_by_their_labels(run: Run) -> None:
+    key = _site(run)
+    base = ("site", "add-number", "--site", key)
+    code, _, err = run(*base, "--phone", "01 45 67 89 01", "--label", "after-sales", parse=False)
+    assert code == 0, err
+    assert _error(run, *base, "--phone", "01 45 67 89 02", "--label", "After-Sales ") == (
+        "duplicate_label"
+    )
+    assert _error(run, *base, "--phone", "01 45 67 89 02", "--label", " ") == "invalid_label"
+    assert _error(run, *base, "--phone", "01 45 67 89 02", "--label", "main") == "duplicate_label"
+    assert _error(run, *base, "--phone", "01 45 67 89 02 ext 12", "--label", "b2b") == (
+        "invalid_phone"
+    )
+
+
+def test_a_number_taken_meanwhile_by_another_add_is_chosen_again(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two `numbers add` at once chose the same free numbers: the second to commit ended in a
+    traceback (found by an audit with five at once). Here the first choice holds a number
+    another process has just recorded; the command chooses again and adds new ones."""
+    from tracker.numbers.service import NumberService
+
+    key = _site(run)
+    code, (first,), _ = run("numbers", "add", "--site", key, "--count", "1")
+    assert code == 0
+    search = NumberService._search
+    calls = []
+
+    async def racing_search(self: NumberService, *args: Any) -> list[str]:
+        chosen = await search(self, *args)
+        calls.append(chosen)
+        return [first["e164"], *chosen[1:]] if len(calls) == 1 else chosen
+
+    monkeypatch.setattr(NumberService, "_search", racing_search)
+    code, added, err = run("numbers", "add", "--site", key, "--count", "3")
+    assert code == 0, err
+    assert len(calls) == 2 and len(added) == 3 and first["e164"] not in {n["e164"] for n in added}
+
+
+def test_a_database_that_cannot_be_used_is_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from support.app import free_port
+
+    for url in (f"postgresql://postgres@127.0.0.1:{free_port()}/nothing", "not a url"):
+        monkeypatch.setenv("CALLTRACK_DATABASE_URL", url)
+        assert run_cli(["site", "list"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("calltrack: the database cannot be used (") and "Traceback" not in err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_site_create_reads_a_trailing_dot_and_refuses_what_it_would_cut(run: Run) -> None:
+    code, site, _ = run(
+        "site", "create", "--name", "S", "--domain", "Velos-Martin.FR.",
+        "--phone", "01 23 45 67 89", "--country", "FR", "--language", "fr-BE",
+    )  # fmt: skip
+    assert code == 0 and (site["domain"], site["language"]) == ("velos-martin.fr", "fr-BE")
+    base = ("site", "create", "--name", "S", "--domain", "velos-martin.fr", "--country", "FR")
+    assert _error(run, *base, "--phone", "01 23 45 67 89", "--language", "français") == (
+        "invalid_language"
+    )
+    assert _error(run, *base, "--phone", "01 23 45 67 89 poste 12") == "invalid_phone"
+    code, _, err = run("site", "list", "--account", " ", parse=False)
+    assert code == 2 and err.startswith("calltrack: --account needs a name")

@@ -319,3 +319,29 @@ async def test_a_user_sets_their_own_phone_language_and_password(world: World) -
     assert [e.action for e in entries] == ["user.changed", "user.password_changed"]
     assert all(e.actor == advisor.email and e.target == f"user:{advisor.id}" for e in entries)
     assert "+33698765432" not in str(entries[0].detail)  # the audit log keeps it masked
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["a@b..fr", "x@-y.fr", "dot.@x.fr", ".a@x.fr", "<a@x.fr>", 'a"b@x.fr', "a@x.fr-", "a@x.f",
+     "a@localhost", "a b@x.fr", "a@x_y.fr"],
+)  # fmt: skip
+def test_addresses_no_invitation_can_reach_are_refused(email: str) -> None:
+    from tracker.errors import ApiError
+    from tracker.users import check_email
+
+    with pytest.raises(ApiError) as refused:
+        check_email(email)
+    assert refused.value.code == "invalid_email"
+
+
+@pytest.mark.parametrize(
+    ("email", "stored"),
+    [("First.Last+tag@Sub.Example.co.uk", "first.last+tag@sub.example.co.uk"),
+     ("o'brien@x.ie", "o'brien@x.ie"), ("josé@exämple.fr", "josé@exämple.fr"),
+     ("demo@calltrack.test", "demo@calltrack.test"), ("u@xn--p1ai.xn--p1ai", "u@xn--p1ai.xn--p1ai")],
+)  # fmt: skip
+def test_ordinary_addresses_are_accepted(email: str, stored: str) -> None:
+    from tracker.users import check_email
+
+    assert check_email(email) == stored

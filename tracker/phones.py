@@ -27,6 +27,11 @@ def parse_phone(raw: str, default_country: str | None = None) -> phonenumbers.Ph
         raise InvalidPhoneNumber(f"{raw!r} is not a phone number: {exc}") from exc
     if not phonenumbers.is_valid_number(number):
         raise InvalidPhoneNumber(f"{raw!r} is not a valid phone number")
+    if number.extension:
+        # Dropped silently, "... 89 ext 12" would be stored as another line's number.
+        raise InvalidPhoneNumber(
+            f"{raw!r} has an extension ({number.extension}): give the number callers dial"
+        )
     return number
 
 

@@ -10,7 +10,7 @@ import zoneinfo
 from dataclasses import dataclass
 
 import phonenumbers
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.clock import Clock, SystemClock
@@ -21,6 +21,7 @@ from tracker.phones import InvalidPhoneNumber, phone_forms, to_e164
 CONSENT_MODES = ("required", "not_required")
 POOL_EXHAUSTION = ("overflow", "business")
 _DOMAIN = re.compile(r"^(?=.{1,253}\Z)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\Z")
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z]{2})?\Z")  # fr, fr-BE: 8 characters at most
 _COUNTRY_LANGUAGE = {"FR": "fr", "BE": "fr", "LU": "fr", "CH": "fr", "MC": "fr", "CA": "en"}
 
 
@@ -33,6 +34,8 @@ def normalise_domain(domain: str) -> str:
     """Lower-case a bare host name; accept a pasted URL; raise ApiError when invalid."""
     text = (domain or "").strip().lower()
     text = re.sub(r"^[a-z][a-z0-9+.-]*://", "", text).split("/", 1)[0].split(":", 1)[0]
+    if text.endswith(".") and not text.endswith(".."):
+        text = text[:-1]  # a fully qualified name: "velos-martin.fr."
     if text.startswith("www."):
         text = text[4:]
     try:
@@ -109,6 +112,10 @@ async def create_site(
         zoneinfo.ZoneInfo(timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
         raise ApiError("invalid_timezone", f"{timezone!r} is not an IANA time zone") from exc
+    language = (spec.language or "").strip() or _COUNTRY_LANGUAGE.get(country, "en")
+    if not _LANGUAGE.match(language):
+        # Cut to the column, "français-de-france" became "français".
+        raise ApiError("invalid_language", f"{language!r} is not a language code such as fr or en")
     site = Site(
         account_id=account.id,
         site_key=new_site_key(),
@@ -116,7 +123,7 @@ async def create_site(
         domain=normalise_domain(spec.domain),
         country=country,
         timezone=timezone,
-        language=(spec.language or _COUNTRY_LANGUAGE.get(country, "en"))[:8],
+        language=language,
         consent_mode=spec.consent_mode,
         lease_hold_minutes=30,
         pool_exhaustion="overflow",
@@ -162,7 +169,18 @@ async def add_business_number(
     if existing is not None:
         raise Conflict("duplicate_number", f"{e164} is already a business number of this site")
     await refuse_tracking_number(db, e164)
-    number = BusinessNumber(site_id=site.id, e164=e164, label=label.strip()[:100] or "main")
+    # The label is how lists and `numbers advise` tell a site's pools apart.
+    label = (label or "").strip()
+    if not label or len(label) > 100:
+        raise ApiError("invalid_label", "a business number needs a label of 1 to 100 characters")
+    taken = await db.scalar(
+        select(BusinessNumber.id).where(
+            BusinessNumber.site_id == site.id, func.lower(BusinessNumber.label) == label.lower()
+        )
+    )
+    if taken is not None:
+        raise Conflict("duplicate_label", f"this site already has a number labelled {label!r}")
+    number = BusinessNumber(site_id=site.id, e164=e164, label=label)
     db.add(number)
     await db.flush()
     return number

@@ -22,7 +22,15 @@ USER_LANGUAGES = ("en", "fr")
 MIN_PASSWORD_LENGTH = 10
 # argon2 hashes any length; this only bounds the work one form can ask for.
 MAX_PASSWORD_LENGTH = 1000
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}\.[^@\s]{2,}\Z")
+# A mailbox an invitation can reach: dot-separated words before the @ (no quoted forms, no
+# empty word: "a..b@", "dot.@"), and host labels of letters, digits and inner hyphens, in any
+# script (IDN), ending in a top-level domain of two or more characters.
+_WORD = r"[^\s@\"(),:;<>\[\]\\.]+"
+_LABEL = r"(?!-)(?:[^\W_]|-){1,63}(?<!-)"
+_EMAIL = re.compile(
+    rf"^(?=[^@]{{1,64}}@){_WORD}(?:\.{_WORD})*@(?=.{{1,255}}\Z){_LABEL}(?:\.{_LABEL})*"
+    r"\.[^\W_](?:[^\W_]|-){0,61}[^\W_]\Z"
+)
 _hasher = PasswordHasher()
 
 
@@ -107,6 +115,12 @@ def parse_user_phone(raw: str, region: str | None) -> str | None:
     text = (raw or "").strip()
     if not text:
         return None
+    if region is None and not text.startswith(("+", "00")):
+        raise ApiError(
+            "invalid_phone",
+            f"{text!r} is a national number and this account has no site yet to tell its "
+            "country: write it in international form (+33 6 12 34 56 78)",
+        )
     try:
         return to_e164(text, region)
     except InvalidPhoneNumber as exc:

@@ -116,6 +116,19 @@ class SourceRule:
         return {"type": self.type, "value": self.value}
 
 
+# Second-level names under which countries register any business (amazon.co.uk, ebay.com.au):
+# with a two-letter country domain they are a suffix, not a site. (No public-suffix list is
+# installed; these are the ones that would catch a whole country's commercial sites.)
+_SECOND_LEVEL = frozenset(("co", "com", "net", "org", "ltd", "plc"))
+
+
+def _public_suffix(domain: str) -> bool:
+    labels = domain.split(".")
+    if len(labels) == 1:
+        return domain != "localhost"  # a test shop's own machine
+    return len(labels) == 2 and len(labels[1]) == 2 and labels[0] in _SECOND_LEVEL
+
+
 def _channels() -> tuple[str, ...]:
     from tracker.channels import CHANNELS
 
@@ -141,6 +154,13 @@ def parse_rule(rule_type: str, raw: str) -> SourceRule:
             value = normalise_domain(value)
         except ApiError as exc:
             raise ApiError("invalid_rule", f"{raw!r} is not a domain name") from exc
+        if _public_suffix(value):
+            # "fr" would catch every visit from google.fr, leboncoin.fr...: a typo, not a rule.
+            raise ApiError(
+                "invalid_rule",
+                f"{raw!r} is a top-level domain, not a site: name the referring site "
+                "(lesbonsplans.fr)",
+            )
     elif rule_type == "channel":
         names = {name.lower(): name for name in _channels()}
         canonical = names.get(value.lower())
