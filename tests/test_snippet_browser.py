@@ -635,6 +635,9 @@ def test_every_written_form_is_swapped_in_its_own_style(
     body += (
         '<a id="split1" href="tel:0123456789">01 23 <b>45</b> 67 89</a>'
         '<p id="split2"><span class="cc">+33</span> 1 23 <em>45 67</em> 89</p>'
+        # A search highlight, a form label (found by an audit: left as they were).
+        '<p id="split3">01 23 <mark>45</mark> 67 89</p><label id="split4">01 <b>23</b> 45 '
+        '<mark>67 89</mark></label>'
         '<div id="noswap" data-calltrack-noswap><a href="tel:0123456789">01 23 45 67 89</a></div>'
         '<textarea id="ta">01 23 45 67 89</textarea><input id="in" value="01 23 45 67 89">'
         '<div id="ce" contenteditable>01 23 45 67 89</div>'
@@ -663,6 +666,8 @@ def test_every_written_form_is_swapped_in_its_own_style(
     assert v.page.inner_html("#split1") == "09 87 <b>65</b> 43 21"
     assert v.page.get_attribute("#split1", "href") == "tel:0987654321"
     assert v.page.inner_html("#split2") == '<span class="cc">+33</span> 9 87 <em>65 43</em> 21'
+    assert v.page.inner_html("#split3") == "09 87 <mark>65</mark> 43 21"
+    assert v.page.inner_html("#split4") == "09 <b>87</b> 65 <mark>43 21</mark>"
     assert v.page.inner_html("#noswap") == '<a href="tel:0123456789">01 23 45 67 89</a>'
     assert v.page.input_value("#ta") == "01 23 45 67 89"
     assert v.page.input_value("#in") == "01 23 45 67 89"

@@ -137,7 +137,7 @@
   },
   // Elements whose text is matched across their inline children (<a>01 23 <b>45</b> 67 89</a>):
   // the inline elements that wrap parts of a number in practice. Any other element is a block.
-  IN = /^([ABIUS]|EM|S(PAN|MALL|TRONG|U[BP])|FONT)$/,
+  IN = /^([ABIUS]|EM|S(PAN|MALL|TRONG|U[BP])|FONT|MARK|LABEL)$/,
   // Whole names, any case: SVG's are lower case, and custom elements (<mat-card-title>) hold
   // page text. (<noscript> holds inert text while scripts run: rewriting it shows nothing.)
   SKIP = /^(S(CRIPT|TYLE)|T(EXTAREA|ITLE))$/i,
