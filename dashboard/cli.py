@@ -120,26 +120,33 @@ def _redacted(url: str) -> str:
         return "not a database URL"
 
 
-def _database_problem(exc: BaseException) -> str | None:
+def _database_problem(exc: BaseException, database_url: str) -> str | None:
     """A one-line reason when `exc` says the database cannot be used (unreachable, missing,
     refused, or a URL that is none); None for anything else."""
+    import socket
     import sqlite3
 
     import asyncpg
     from sqlalchemy.exc import ArgumentError
 
     unusable = (
-        OSError,
+        ArgumentError,
+        ConnectionError,
+        TimeoutError,
+        socket.gaierror,
         asyncpg.PostgresConnectionError,
         asyncpg.InvalidCatalogNameError,
         asyncpg.InvalidAuthorizationSpecificationError,
-        sqlite3.OperationalError,
     )
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, (ArgumentError, *unusable)):
-            if isinstance(seen, sqlite3.OperationalError) and "unable to open" not in str(seen):
-                return None  # "database is locked" and the like: not a connection problem
+        # A SQLite file that cannot be opened or created (its folder, its permissions).
+        sqlite_file = (
+            isinstance(seen, sqlite3.OperationalError) and "unable to open" in str(seen)
+        ) or (
+            isinstance(seen, OSError) and bool(seen.filename) and str(seen.filename) in database_url
+        )
+        if isinstance(seen, unusable) or sqlite_file:
             return " ".join(str(seen).split())[:300] or type(seen).__name__
         seen = getattr(seen, "orig", None) or seen.__cause__
     return None
@@ -439,6 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"calltrack: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # (an OSError: before the database problems below)
+        # `calltrack numbers list | head`: the reader left. Python would print a traceback
+        # when it flushes stdout at exit; point stdout at /dev/null instead.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except IntegrityError:
         # Another command (or the service) wrote the same record at the same moment: the
         # transaction was rolled back, nothing was saved.
@@ -449,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     except Exception as exc:
-        problem = _database_problem(exc)
+        problem = _database_problem(exc, settings.database_url)
         if problem is None:
             raise
         url = _redacted(settings.database_url)
@@ -457,11 +469,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except BrokenPipeError:
-        # `calltrack numbers list | head`: the reader left. Python would print a traceback
-        # when it flushes stdout at exit; point stdout at /dev/null instead.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
 
 
 if __name__ == "__main__":

@@ -637,7 +637,7 @@ def test_every_written_form_is_swapped_in_its_own_style(
         '<p id="split2"><span class="cc">+33</span> 1 23 <em>45 67</em> 89</p>'
         # A search highlight, a form label (found by an audit: left as they were).
         '<p id="split3">01 23 <mark>45</mark> 67 89</p><label id="split4">01 <b>23</b> 45 '
-        '<mark>67 89</mark></label>'
+        "<mark>67 89</mark></label>"
         '<div id="noswap" data-calltrack-noswap><a href="tel:0123456789">01 23 45 67 89</a></div>'
         '<textarea id="ta">01 23 45 67 89</textarea><input id="in" value="01 23 45 67 89">'
         '<div id="ce" contenteditable>01 23 45 67 89</div>'

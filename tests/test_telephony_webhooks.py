@@ -441,6 +441,41 @@ async def test_confidence_decreases_with_inactivity_then_late_callers_fade_out(
     assert expired is not None and expired.unattributed_reason == "no lease at call time"
 
 
+@pytest.mark.parametrize("erased", [False, True])
+async def test_a_number_taken_back_from_a_visit_is_never_credited_to_it(
+    world: World, erased: bool
+) -> None:
+    """The lease was ended, not run out: the visitor withdrew consent (or the number went to
+    another visit by overflow, and that visit was erased since). The call was credited to the
+    visit at 0.6 (found by an audit): its hold had not even passed."""
+    from sqlalchemy import delete
+
+    now = world.clock.now()
+    async with world.database.begin() as db:
+        lease = await db.scalar(select(Lease).where(Lease.session_id == world.session.id))
+        assert lease is not None
+        lease.ended_at = now
+        if erased:
+            other = TrackedSession(id=secrets.token_hex(16), site_id=world.site.id,
+                                   started_at=now, last_seen_at=now,
+                                   landing_url="https://velos-martin.fr/", channel="Direct")  # fmt: skip
+            db.add(other)
+            await db.flush()
+            db.add(Lease(site_id=world.site.id, tracking_number_id=world.pool.id,
+                         session_id=other.id, started_at=now, last_seen_at=now,
+                         hold_until=now + dt.timedelta(minutes=30), overflow=True))  # fmt: skip
+            await db.flush()
+            await db.execute(delete(Lease).where(Lease.session_id == other.id))
+            await db.execute(delete(TrackedSession).where(TrackedSession.id == other.id))
+    for later in (dt.timedelta(minutes=2), dt.timedelta(hours=3)):
+        world.clock.advance(seconds=later.total_seconds())
+        sid = call_sid()
+        await world.voice(world.pool.e164, sid)
+        call = await world.call(sid)
+        assert call is not None and call.session_id is None, later
+        assert call.method == "unattributed"
+
+
 async def test_an_overflow_lease_is_attributed_with_lower_confidence(world: World) -> None:
     now = world.clock.now()
     async with world.database.begin() as db:

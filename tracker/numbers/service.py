@@ -969,10 +969,13 @@ async def lease_at(db: AsyncSession, tracking_number_id: int, instant: dt.dateti
 async def last_lease_before(
     db: AsyncSession, tracking_number_id: int, instant: dt.datetime
 ) -> Lease | None:
-    """Return the latest lease started at or before `instant`, held or not.
+    """Return the latest lease started at or before `instant` if its hold simply ran out.
 
     For a call after the hold: when nobody was given the number since, its last holder is the
     only visitor who saw it last (a weaker attribution; `calltrack bench dni` measures both).
+    A lease that was ended instead (its visitor withdrew consent, the number went to another
+    visit by overflow, or was released) gives nothing: the visitor was told to stop being
+    followed, or someone else was shown the number since (a visit erased later included).
     """
     result: Lease | None = await db.scalar(
         select(Lease)
@@ -980,6 +983,8 @@ async def last_lease_before(
         .order_by(Lease.started_at.desc(), Lease.id.desc())
         .limit(1)
     )
+    if result is not None and result.ended_at is not None and result.ended_at <= instant:
+        return None
     return result
 
 
