@@ -517,9 +517,14 @@ async def receive_incoming_call(
     """Answer an incoming call in one transaction, surviving a concurrent duplicate delivery."""
     try:
         async with database.begin() as db:
-            return await answer_incoming_call(
+            outcome = await answer_incoming_call(
                 db, request, provider, public_url=public_url, now=clock.now(), secret_key=secret_key
             )
+        if outcome.created and outcome.call is not None:
+            settled = await settle_pending(database, provider, request.call_sid, clock.now())
+            if settled is not None:
+                outcome = IncomingOutcome(outcome.twiml, settled, created=True)
+        return outcome
     except IntegrityError:
         # Two first deliveries of the same CallSid raced; the other one stored the call.
         log.info(
@@ -613,6 +618,27 @@ async def apply_pending(db: AsyncSession, call: Call, now: dt.datetime) -> int:
         event.applied_at = now
         applied += 1
     return applied
+
+
+async def settle_pending(
+    database: Database, provider: str, call_sid: str, now: dt.datetime
+) -> Call | None:
+    """Apply callbacks left pending by a race; return the call if any was applied.
+
+    A callback that arrives while the voice webhook's transaction is open finds no call and is
+    kept pending, and the voice transaction, which looked for pending callbacks before that
+    one was committed, does not see it: it stayed pending for good (found by an audit, with a
+    caller hanging up during the answer). Both sides look again once they have committed: the
+    one that commits second sees the other's row.
+    """
+    query = {"provider": provider, "sid": call_sid}
+    async with database.begin() as db:
+        if not (await db.execute(_CALL_STATE, query)).one()[1]:
+            return None
+        call = await db.scalar(_EXISTING_CALL.with_for_update(), query)
+        if call is None or not await apply_pending(db, call, now):
+            return None
+        return call
 
 
 async def record_callback(

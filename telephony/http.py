@@ -33,6 +33,7 @@ from telephony.calls import (
     parse_callback,
     receive_incoming_call,
     record_callback,
+    settle_pending,
     whisper_twiml,
 )
 from telephony.carrier_factory import close_carrier, create_carrier
@@ -154,6 +155,11 @@ async def _lifecycle(request: web.Request, kind: str) -> None:
             log.exception("%s callback could not be spooled", kind)
             raise exc from None  # still the outage: 503
         return
+    if call is None:
+        # Kept pending (no call yet): the voice webhook may have been committing meanwhile.
+        key = parse_callback(kind, received).key
+        async with asyncio.timeout(DATABASE_DEADLINE):
+            call = await settle_pending(app[appkeys.DATABASE], provider, key, now)
     if call is not None:
         notify_call_listeners(app, call)
 
