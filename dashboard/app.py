@@ -144,7 +144,16 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[appkeys.SETTINGS]
     database = Database(settings.database_url)
     app[appkeys.DATABASE] = database
-    app[appkeys.COLLECTOR] = Collector(database.engine, app[appkeys.CLOCK], settings.secret_key)
+    collector = app[appkeys.COLLECTOR] = Collector(
+        database.engine, app[appkeys.CLOCK], settings.secret_key
+    )
+    exclusions = app.get(appkeys.EXCLUSIONS)
+    if exclusions is not None:
+        # A visit of an excluded visitor that goes on without its `v` is not tracked either.
+        async def excluded(account_id: int, visitor_id: str) -> bool:
+            return await exclusions.visitor_excluded(database, account_id, visitor_id)
+
+        collector.excluded_visitor = excluded
     yield
     await app[appkeys.COLLECTOR].close()
     await database.close()

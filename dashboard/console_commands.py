@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import select
 
 from dashboard.hub import CommandContext, publish_site_event, register_command
 from telephony.callback import CallbackRequest, place_callback
@@ -28,7 +29,8 @@ from tracker.contacts import (
     tag_request,
 )
 from tracker.errors import ApiError, Conflict
-from tracker.models import Site, User
+from tracker.models import ContactRequest, Site, User
+from tracker.privacy.restrict import contact_request_visible
 
 log = logging.getLogger("calltrack.console")
 
@@ -165,8 +167,16 @@ async def tag(ctx: CommandContext, message: dict[str, Any]) -> dict[str, Any]:
 async def publish_contact_requested(
     app: web.Application, site: Site, request: dict[str, Any]
 ) -> None:
-    """Tell the site's advisors about a new request (a `contact_listeners` entry)."""
-    await publish_site_event(app, site.id, "contact.requested", {"request": request})
+    """Tell the site's advisors about a new request (a `contact_listeners` entry); not one of
+    a restricted number or visit (kept, not shown), as the console's queue leaves them out."""
+    async with app[appkeys.DATABASE].sessions() as db:
+        visible = await db.scalar(
+            select(ContactRequest.id).where(
+                ContactRequest.id == request["id"], contact_request_visible(site.account_id)
+            )
+        )
+    if visible is not None:
+        await publish_site_event(app, site.id, "contact.requested", {"request": request})
 
 
 def setup(app: web.Application) -> None:

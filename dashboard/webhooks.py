@@ -50,7 +50,7 @@ from tracker.clock import Clock
 from tracker.db import Database
 from tracker.errors import ApiError
 from tracker.models import AuditEntry, Call, ContactRequest, Site, WebhookDelivery, WebhookEndpoint
-from tracker.privacy.restrict import call_visible
+from tracker.privacy.restrict import call_visible, contact_request_visible
 from tracker.web import log_background_failure
 
 log = logging.getLogger("calltrack.webhooks")
@@ -392,7 +392,12 @@ async def on_contact_requested(app: web.Application, site: Site, summary: dict[s
     if not isinstance(request_id, int):
         return
     async with app[appkeys.DATABASE].begin() as db:
-        request = await db.get(ContactRequest, request_id)
+        # Not the request of a restricted number or visit: kept, but sent nowhere.
+        request = await db.scalar(
+            select(ContactRequest).where(
+                ContactRequest.id == request_id, contact_request_visible(site.account_id)
+            )
+        )
         if request is None:
             return
         queued = await enqueue(

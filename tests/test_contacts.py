@@ -175,7 +175,13 @@ async def test_phone_numbers_are_read_with_the_sites_country(
     assert request.status == OPEN and request.kind == "callback" and request.session_id is None
 
 
-@pytest.mark.parametrize("raw", ["", "12345", "06 12 34", "not a number", "+33 6 12 34 56 78 99"])
+@pytest.mark.parametrize(
+    "raw",
+    ["", "12345", "06 12 34", "not a number", "+33 6 12 34 56 78 99",
+     # Numbers the merchant would pay a surcharge or long-distance rates to call back (toll
+     # fraud: found by an audit): premium rate, shared cost, far away.
+     "0899 123 456", "08 36 65 65 65", "+44 909 879 0000", "+247 6 1234", "+1 201 555 0123"],
+)  # fmt: skip
 async def test_invalid_phone_numbers_are_refused(
     database: Database, clock: FrozenClock, raw: str
 ) -> None:
@@ -639,6 +645,12 @@ async def test_requests_are_rate_limited_per_address(
     status, body, headers = await ep.post({"k": key, "phone": "0612345670", "lang": "fr"})
     assert body["error"]["code"] == "rate_limited" and "patienter" in body["error"]["message"]
     assert headers["Access-Control-Allow-Origin"] == "*"
+    # Mistyped numbers are refused before they count: the visitor can still correct one.
+    other = {"X-Forwarded-For": "198.51.100.7"}
+    for _ in range(5):
+        status, body, _ = await ep.post({"k": key, "phone": "12"}, **other)
+        assert (status, body["error"]["code"]) == (400, "invalid_phone")
+    assert (await ep.post({"k": key, "phone": "0612345670"}, **other))[0] == 201
     # Another address (through a trusted proxy: loopback) is counted on its own.
     status, _, _ = await ep.post(
         {"k": key, "phone": "0612345670"}, **{"X-Forwarded-For": "203.0.113.9"}

@@ -20,6 +20,7 @@ from support.numbers import random_e164
 from support.proxy import CuttableProxy, forward
 
 from dashboard.app import create_app
+from dashboard.console_commands import publish_contact_requested
 from dashboard.hub import publish_site_event
 from dashboard.hub.connection import HubOptions
 from dashboard.hub.events import check_message
@@ -435,11 +436,33 @@ async def test_a_restricted_visit_is_neither_opened_nor_its_call_popped(
     refused = await command(ws, 3, "visitor", session_id=visit["s"])
     assert refused["error"]["code"] == "unknown_session"
     await publish_call_event(shop.app, call)
-    # No pop for the restricted call; the next event is another visitor's page.
+    # Nor what the restricted visitor does next, live (found by an audit: their pages and cart
+    # reached the console again), nor their callback request.
+    await shop.collect(s=visit["s"], ti="Vélo cargo, encore")
+    await shop.collect(t="cart", s=visit["s"], cart={"items": [{"name": "Cargo", "qty": 1}]})
+    shop.app[appkeys.EXTRAS].get("restrictions", {}).clear()  # restrictions are cached 5 s
+    async with database.begin() as db:
+        db.add(Restriction(account_id=shop.site.account_id, kind="phone", value="+33611111111",
+                           created_at=dt.datetime.now(dt.UTC), created_by="dpo@velos-martin.fr"))  # fmt: skip
+    await publish_contact_requested(
+        shop.app, shop.site, await contact_of(database, shop.site, "+33611111111")
+    )
+    # The next event is another visitor's page.
     other = await shop.collect(ti="Accueil", ip="198.51.100.5")
     seen = (await receive(ws))["event"]
     assert seen["kind"] == "visitor.pageview" and seen["data"]["session"]["id"] == other["s"]
     await ws.close()
+
+
+async def contact_of(database: Database, site: Site, phone: str) -> dict[str, Any]:
+    """A callback request stored for `phone`, as the contact endpoint describes it."""
+    from tracker.contacts import create_contact_request, describe_request
+
+    async with database.begin() as db:
+        created = await create_contact_request(
+            db, site, None, phone, "Rappel ?", "fr", dt.datetime.now(dt.UTC)
+        )
+        return await describe_request(db, created)
 
 
 async def test_a_ringing_call_pops_the_callers_visit_then_updates(

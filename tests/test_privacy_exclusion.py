@@ -70,7 +70,7 @@ async def exclude(database: Database, site: Site, kind: str, value: str) -> None
         )
 
 
-async def send(client: TestClient[Any, Any], site: Site, visitor: str, **fields: Any) -> Any:
+async def send(client: TestClient[Any, Any], site: Site, visitor: str | None, **fields: Any) -> Any:
     body = {"k": site.site_key, "t": "pageview", "p": secrets.token_hex(8), "v": visitor,
             "u": "https://velos-martin.fr/", "c": True, **fields}  # fmt: skip
     return await client.post(
@@ -131,6 +131,32 @@ async def test_an_excluded_visitor_is_not_tracked_at_all(
     assert await sessions_of(database, excluded) == 0
     assert await sessions_of(database, welcome) == 1
     assert await scan_database(database, {excluded}) == {}
+
+
+async def test_an_excluded_visitors_visit_is_not_tracked_without_its_visitor_id(
+    aiohttp_client: ClientFactory, database_url: str, database: Database
+) -> None:
+    """The page goes on with its visit's id and no `v` (consent withdrawn on it): the visit
+    was tracked on, and the answer even handed the visitor id back (found by an audit)."""
+    clock = FrozenClock(START)
+    client = await aiohttp_client(create_app(make_settings(database_url), clock=clock))
+    site = await new_site(database)
+    visitor = secrets.token_hex(16)
+    reply = await send(client, site, visitor)
+    assert reply.status == 200
+    session_id = (await reply.json())["s"]
+    await exclude(database, site, "visitor", visitor)
+    client.server.app[appkeys.EXCLUSIONS].invalidate()
+    for fields in (
+        {"t": "pageview"},
+        {"t": "ping", "d": 5000},
+        {"t": "cart", "cart": {"total": 9}},
+    ):
+        later = await send(client, site, None, s=session_id, c=None, **fields)
+        assert later.status == 204, fields
+    async with database.sessions() as db:
+        pages = await db.scalar(select(func.count()).where(Pageview.session_id == session_id))
+    assert pages == 1
 
 
 async def test_another_workers_exclusion_applies_within_the_cache_ttl(

@@ -328,6 +328,27 @@ async def test_only_subscribed_events_of_the_account_are_queued(
     assert len(await deliveries(database, other)) == 0
 
 
+async def test_a_restricted_persons_request_is_sent_nowhere(database: Database) -> None:
+    """Restriction keeps the data but out of every outlet; the merchant's webhook received the
+    restricted number in clear (found by an audit)."""
+    from tracker.models import Restriction
+
+    world = await make_world(database, "http://127.0.0.1:9/")
+    clock = FrozenClock(T0)
+    async with database.begin() as db:
+        site = await db.get(Site, world.site_id)
+        db.add(Restriction(account_id=world.account_id, kind="phone", value="+33655555555",
+                           created_at=T0, created_by="dpo@velos-martin.fr"))  # fmt: skip
+        restricted = ContactRequest(site_id=world.site_id, phone_e164="+33655555555", created_at=T0)
+        free = ContactRequest(site_id=world.site_id, phone_e164="+33655555556", created_at=T0)
+        db.add_all([restricted, free])
+    assert site is not None
+    for request in (restricted, free):
+        await webhooks.on_contact_requested(fake_app(database, clock), site, {"id": request.id})
+    sent = [d.payload["data"]["phone"] for d in await deliveries(database, world)]
+    assert sent == ["+33655555556"]
+
+
 async def test_contact_events_from_the_widget_and_the_audit_log(
     database: Database, receiver: Receiver, http: aiohttp.ClientSession
 ) -> None:

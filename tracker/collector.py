@@ -14,7 +14,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +79,10 @@ WRITE_ORDER = (
     "durations",
     "carts",
 )
+
+
+class VisitorExcluded(Exception):
+    """The event's visit belongs to a visitor on the exclusion list: nothing is stored."""
 
 
 @dataclass(slots=True)
@@ -169,6 +173,9 @@ class Collector:
             else None
         )
         self._statements = self._build_statements() if self._postgres is None else {}
+        # (account id, visitor id) -> is that visitor on the exclusion list? Set by the privacy
+        # domain (tracker.privacy.exclusion); the collect handler checks an event's own `v`.
+        self.excluded_visitor: Callable[[int, str], Awaitable[bool]] | None = None
 
     # -- reading -------------------------------------------------------------------------
 
@@ -302,6 +309,16 @@ class Collector:
             # Only a visit this worker does not hold needs the keyed hash (an HMAC per event).
             anon_key = anon_visit_key(self._secret, site.id, client, now)
             session, parent = await self._find_session_once(site, event, anon_key, now)
+        if (
+            session is not None
+            and session.visitor_id
+            and session.visitor_id != event.visitor_id
+            and self.excluded_visitor is not None
+            and await self.excluded_visitor(site.account_id, session.visitor_id)
+        ):
+            # An excluded visitor's page that sends its visit's id but no `v` (consent withdrawn
+            # on that page): their visit is not tracked any further either.
+            raise VisitorExcluded(session.id)
         if session is not None:
             inserting = self._inserting.get(session.id)
             if inserting is not None and not inserting.done():

@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tracker.audit import audit
 from tracker.errors import ApiError, Conflict, NotFound
 from tracker.models import Call, Cart, ContactRequest, Site, TrackedSession, User
-from tracker.phones import InvalidPhoneNumber, phone_forms, to_e164
+from tracker.phones import InvalidPhoneNumber, callback_number, phone_forms
 
 log = logging.getLogger("calltrack.contacts")
 
@@ -337,6 +337,24 @@ def visitor_language(raw: str | None, fallback: str = "en") -> str:
 # -- creating ------------------------------------------------------------------------------------
 
 
+def check_contact_request(site: Site, phone: Any, message: str | None) -> tuple[str, str | None]:
+    """The callback number (E.164) and message of a request; raise ApiError `invalid_phone`
+    (also for a premium-rate or far-away number: `tracker.phones.callback_number`) or
+    `invalid_message`."""
+    if not isinstance(phone, str):
+        raise ApiError("invalid_phone", "a phone number is required")
+    try:
+        e164 = callback_number(phone, site.country)
+    except InvalidPhoneNumber as exc:
+        raise ApiError("invalid_phone", "this phone number is not valid", status=400) from exc
+    text = (message or "").strip() or None
+    if text is not None and len(text) > MAX_MESSAGE_LENGTH:
+        raise ApiError(
+            "invalid_message", f"the message is longer than {MAX_MESSAGE_LENGTH} characters"
+        )
+    return e164, text
+
+
 async def create_contact_request(
     db: AsyncSession,
     site: Site,
@@ -347,17 +365,7 @@ async def create_contact_request(
     now: dt.datetime,
 ) -> ContactRequest:
     """Store a visitor's callback request; raise ApiError `invalid_phone` or `invalid_message`."""
-    if not isinstance(phone, str):
-        raise ApiError("invalid_phone", "a phone number is required")
-    try:
-        e164 = to_e164(phone, site.country)
-    except InvalidPhoneNumber as exc:
-        raise ApiError("invalid_phone", "this phone number is not valid", status=400) from exc
-    text = (message or "").strip() or None
-    if text is not None and len(text) > MAX_MESSAGE_LENGTH:
-        raise ApiError(
-            "invalid_message", f"the message is longer than {MAX_MESSAGE_LENGTH} characters"
-        )
+    e164, text = check_contact_request(site, phone, message)
     linked: str | None = None
     if session_id:
         session = await db.get(TrackedSession, session_id[:32])

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from tracker import appkeys
 from tracker.collect import ClientInfo, parse_event
+from tracker.collector import VisitorExcluded
 from tracker.errors import ApiError
 from tracker.geo import truncate_ip
 from tracker.metrics import BOT_HITS, COLLECT_REJECTED, SESSIONS_STARTED, collect_events
@@ -58,7 +59,11 @@ async def collect(request: web.Request) -> web.Response:
         ip_truncated=truncate_ip(ip),
         gpc_header=request.headers.get("Sec-GPC") == "1",
     )
-    result = await app[appkeys.COLLECTOR].record(cached.site, event, client, app[appkeys.NUMBERS])
+    try:
+        collector = app[appkeys.COLLECTOR]
+        result = await collector.record(cached.site, event, client, app[appkeys.NUMBERS])
+    except VisitorExcluded:
+        return web.Response(status=204, headers=CORS_HEADERS)
     collect_events(event.type).inc()
     if result.new_session:
         SESSIONS_STARTED.inc()

@@ -99,3 +99,39 @@ def mask_e164(e164: str | None) -> str | None:
     return head + "".join(
         MASK if i in digits and i not in keep else ch for i, ch in enumerate(rest)
     )
+
+
+# Where a callback may ring: the site's own country, and Europe for a European merchant (EU,
+# EEA, Switzerland, the UK); the US and Canada for each other. Anything else, and numbers that
+# cost the caller a surcharge, is refused: one advisor click on a number a stranger typed would
+# otherwise make the merchant pay premium or long-distance rates (toll fraud).
+_EUROPE = frozenset(
+    "AD AT AX BE BG CH CY CZ DE DK EE ES FI FO FR GB GG GI GR HR HU IE IM IS IT JE LI LT LU LV "
+    "MC MT NL NO PL PT RO SE SI SK SM VA".split()
+)
+_NORTH_AMERICA = frozenset(("US", "CA"))
+_SURCHARGED = frozenset(
+    (
+        phonenumbers.PhoneNumberType.PREMIUM_RATE,
+        phonenumbers.PhoneNumberType.SHARED_COST,
+        phonenumbers.PhoneNumberType.UAN,
+        phonenumbers.PhoneNumberType.PAGER,
+        phonenumbers.PhoneNumberType.VOICEMAIL,
+    )
+)
+
+
+def callback_number(raw: str, site_country: str) -> str:
+    """A number a visitor asks to be called back on, to E.164; raise InvalidPhoneNumber for an
+    invalid, surcharged or far-away one (see above)."""
+    number = parse_phone(raw, site_country)
+    if phonenumbers.number_type(number) in _SURCHARGED:
+        raise InvalidPhoneNumber(f"{raw!r} is a premium-rate or shared-cost number")
+    country = site_country.upper()
+    allowed = {country}
+    for zone in (_EUROPE, _NORTH_AMERICA):
+        if country in zone:
+            allowed |= zone
+    if phonenumbers.region_code_for_number(number) not in allowed:
+        raise InvalidPhoneNumber(f"{raw!r} is outside the countries this shop calls back")
+    return phonenumbers.format_number(number, PhoneNumberFormat.E164)

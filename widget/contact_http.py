@@ -26,6 +26,7 @@ from aiohttp import web
 
 from tracker import appkeys
 from tracker.contacts import (
+    check_contact_request,
     create_contact_request,
     describe_request,
     is_open_now,
@@ -233,6 +234,8 @@ async def _contact(request: web.Request, body: dict[str, Any], lang: str) -> web
     if message is not None and not isinstance(message, str):
         raise ApiError("invalid_message", "message must be a string")
     session_id = _string(body, "s", 64)
+    # Validated before the limit counts it: a visitor who mistyped their number retries freely.
+    check_contact_request(site, phone or "", message)
     address = client_ip(request, settings.trusted_proxies)
     if not await limiter(app).allow(address, app[appkeys.REDIS], settings.redis_prefix):
         return _error("rate_limited", lang, 429)

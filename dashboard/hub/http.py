@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
@@ -41,6 +43,7 @@ from tracker.models import (
     Cart,
     LoginSession,
     Pageview,
+    Restriction,
     Site,
     TrackedSession,
 )
@@ -105,6 +108,32 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
 # -- publishers ----------------------------------------------------------------------------------
 
 
+# Restrictions change rarely, and the collect path reads nothing else: each worker keeps an
+# account's restricted identifiers this many seconds.
+RESTRICTIONS_TTL = 5.0
+
+
+async def _restricted_visit(app: web.Application, account_id: int, session: Any) -> bool:
+    """Is this visit restricted, by its id or its visitor's? (Cached per account.)"""
+    cache: dict[int, tuple[float, set[tuple[str, str]]]] = app[appkeys.EXTRAS].setdefault(
+        "restrictions", {}
+    )
+    now = time.monotonic()
+    entry = cache.get(account_id)
+    if entry is None or now - entry[0] > RESTRICTIONS_TTL:
+        async with app[appkeys.DATABASE].sessions() as db:
+            rows = await db.execute(
+                select(Restriction.kind, Restriction.value).where(
+                    Restriction.account_id == account_id, Restriction.kind != "phone"
+                )
+            )
+        entry = cache[account_id] = (now, {(kind, value) for kind, value in rows})
+    restricted = entry[1]
+    return ("session", session.id) in restricted or (
+        bool(session.visitor_id) and ("visitor", session.visitor_id) in restricted
+    )
+
+
 async def publish_collect_event(
     app: web.Application, site: Site, event: CollectEvent, result: CollectResult
 ) -> None:
@@ -113,6 +142,8 @@ async def publish_collect_event(
     if hub is not None and not hub.may_be_wanted(site.id):
         return  # the busiest path of all: nothing to build when no console can see it
     session = result.session
+    if await _restricted_visit(app, site.account_id, session):
+        return  # kept, not shown (privacy: restriction), as in the console's snapshot
     if event.type == "pageview" and result.pageview_data is not None:
         page = page_info_from_row(result.pageview_data)
         await publish_site_event(
