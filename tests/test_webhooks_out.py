@@ -345,7 +345,7 @@ async def test_a_restricted_persons_request_is_sent_nowhere(database: Database) 
     assert site is not None
     for request in (restricted, free):
         await webhooks.on_contact_requested(fake_app(database, clock), site, {"id": request.id})
-    sent = [d.payload["data"]["phone"] for d in await deliveries(database, world)]
+    sent = [json.loads(d.body)["data"]["phone"] for d in await deliveries(database, world)]
     assert sent == ["+33655555556"]
 
 
