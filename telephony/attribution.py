@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tracker.channels import classify
+from tracker.channels import NOT_SET, channel_group, classify
 from tracker.models import Lease, Site, TrackedSession, TrackingNumber
 from tracker.numbers.service import last_lease_before, leases_at
 
@@ -90,7 +90,10 @@ def source_rule_attribution(site: Site, number: TrackingNumber) -> Attribution:
     if number.rule_type == "channel":
         channel = value
     elif number.rule_type == "utm_source":
-        source = value
+        # What GA4 makes of the source alone ("newsletter" is Unassigned, "facebook" Organic
+        # Social): reports count the call in a channel, never with the unattributed ones.
+        source, medium = value, NOT_SET
+        channel = channel_group(value, NOT_SET)
     elif number.rule_type in ("referrer_domain", "landing_param"):
         # Classify a visit that matches the rule, as the tracker classified the real ones.
         landing, referrer = f"https://{site.domain}/", None
@@ -99,9 +102,8 @@ def source_rule_attribution(site: Site, number: TrackingNumber) -> Attribution:
         else:
             landing += "?" + value
         visit = classify(landing, referrer, site.domain)
-        if visit.channel != "Direct":
-            channel, source, medium = visit.channel, visit.source, visit.medium
-        else:
+        channel, source, medium = visit.channel, visit.source, visit.medium
+        if visit.channel == "Direct":
             # A merchant's own parameter (`promo=tv`): its value names the source.
             source = value.partition("=")[2] or value
     return Attribution(

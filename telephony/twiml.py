@@ -92,6 +92,9 @@ def channel_label(channel: str | None, source: str | None, language: str | None)
     key = (channel or "", (source or "").lower())
     if key in _SOURCE_LABELS:
         return _SOURCE_LABELS[key]
+    if channel in (None, "Unassigned", "Direct") and source and not source.startswith("("):
+        # A source number's own source says more ("Appel newsletter", "Appel tv").
+        return source
     labels = _CHANNEL_LABELS.get((language or "en")[:2].lower(), _CHANNEL_LABELS["en"])
     if channel in labels:
         return labels[channel]

@@ -404,6 +404,29 @@ async def test_a_source_number_credits_its_rule_not_a_session(world: World) -> N
     assert call.channel == "Organic Social"
 
 
+@pytest.mark.parametrize(
+    ("rule_type", "value", "channel", "source", "whisper"),
+    [
+        # GA4 on the source alone: reports count the call in a channel, not with the
+        # unattributed ones (found by an audit), and the whisper names the source.
+        ("utm_source", "newsletter", "Unassigned", "newsletter", "Appel newsletter"),
+        ("utm_source", "facebook", "Organic Social", "facebook", "Appel réseaux sociaux"),
+        ("landing_param", "promo=tv", "Direct", "tv", "Appel tv"),
+    ],
+)
+def test_a_source_number_of_a_utm_or_landing_rule_has_a_channel(
+    rule_type: str, value: str, channel: str, source: str, whisper: str
+) -> None:
+    from telephony.attribution import source_rule_attribution
+    from telephony.twiml import whisper_phrase
+
+    site = Site(domain="velos-martin.fr", language="fr")
+    number = TrackingNumber(kind="source", rule_type=rule_type, rule_value=value)
+    found = source_rule_attribution(site, number)
+    assert (found.method, found.channel, found.source) == ("source-number", channel, source)
+    assert whisper_phrase(found.channel, found.source, "fr").startswith(whisper)
+
+
 async def test_a_pool_number_without_lease_is_forwarded_unattributed(world: World) -> None:
     sid = call_sid()
     status, twiml = await world.voice(world.idle_pool.e164, sid)
