@@ -157,6 +157,9 @@ def test_cells_never_become_spreadsheet_formulas() -> None:
     assert exports.safe_cell("+33612345678") == "+33612345678"
     assert exports.safe_cell("+33 6 •• •• •• 78") == "+33 6 •• •• •• 78"
     assert exports.safe_cell("+1+cmd|' /C calc'!A0").startswith("'")
+    # Looks like a number, is arithmetic: Excel showed -4444 (a visitor's utm_campaign).
+    assert exports.safe_cell("+1234-5678") == "'+1234-5678"
+    assert exports.safe_cell("+33 (0)1 23-45") == "'+33 (0)1 23-45"
 
 
 def test_cost_csv_is_parsed_by_column_name() -> None:

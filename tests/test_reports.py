@@ -485,6 +485,10 @@ async def test_drill_down_lists_the_calls_behind_a_figure(database: Database) ->
         assert [line.call.id for line in lines] == [seed.calls["c2"]]
         lines, _ = await list_calls(db, scope, CallFilter("channel", "(unattributed)"))
         assert [line.call.id for line in lines] == [seed.calls["c4"]]
+        # The same call is the "(not set)" row of source / medium, which drilled down to
+        # nothing (found by an audit).
+        lines, _ = await list_calls(db, scope, CallFilter("source_medium", "(not set)"))
+        assert [line.call.id for line in lines] == [seed.calls["c4"]]
         lines, _ = await list_calls(db, scope, CallFilter(slot="3-11"))
         assert [line.call.id for line in lines] == [seed.calls["c1"]]
         lines, _ = await list_calls(db, scope, CallFilter(day=dt.date(2026, 1, 10)))
@@ -614,3 +618,18 @@ async def test_restricting_a_visitor_takes_their_visits_out_of_session_counts(
         database, FrozenClock(later + dt.timedelta(minutes=1)), site_ids=[seed.site_a]
     )
     assert await sessions_by_channel() == (total_before, before)
+
+
+def test_the_default_period_ends_on_today_of_the_sites_shown() -> None:
+    """04:10 UTC on 24 November: the Paris site's today is the 24th, Samoa's the 23rd. The
+    default period followed the account's first site (Samoa) and hid Paris's calls of the day
+    (found by an audit)."""
+    from dashboard.reports.queries import today_for
+    from tracker.models import Site
+
+    now = dt.datetime(2026, 11, 24, 4, 10, tzinfo=dt.UTC)
+    samoa, paris = Site(timezone="Pacific/Pago_Pago"), Site(timezone="Europe/Paris")
+    assert today_for([samoa], now) == dt.date(2026, 11, 23)
+    assert today_for([paris], now) == dt.date(2026, 11, 24)
+    assert today_for([samoa, paris], now) == dt.date(2026, 11, 24)
+    assert today_for([], now) == dt.date(2026, 11, 24)

@@ -135,7 +135,7 @@ async def _scope(request: web.Request, *, default_days: int = 30) -> Scope:
     async with request.app[appkeys.DATABASE].sessions() as db:
         sites = await queries.resolve_sites(db, token.account_id, query.get("site_id"))
         everything = await queries.account_sites(db, token.account_id)
-    today = queries.today_for(everything, request.app[appkeys.CLOCK].now())
+    today = queries.today_for(sites or everything, request.app[appkeys.CLOCK].now())
     period = queries.parse_period(query.get("from"), query.get("to"), today, default_days)
     return Scope(token.account_id, sites, period, queries.parse_model(query.get("model")))
 

@@ -42,8 +42,9 @@ GOOGLE_TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
 # Google's default "call length" for a call to count as a conversion is 60 seconds.
 DEFAULT_MIN_DURATION: Final = 60
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-# A phone number, full or masked: digits, spaces, dashes, dots, parentheses and mask dots.
-_PHONE = re.compile(r"\+[0-9][0-9 •().-]{3,30}")
+# A phone number, full or masked: digits, spaces and mask dots. Not dashes, dots or brackets:
+# "+1234-5678" (a visitor's utm_campaign) is a formula Excel evaluates (found by an audit).
+_PHONE = re.compile(r"\+[0-9][0-9 •]{3,30}")
 # Google click ids are URL-safe base64; anything else came from a forged landing URL.
 _GCLID = re.compile(r"[A-Za-z0-9_-]{10,300}")
 

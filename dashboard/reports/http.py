@@ -186,7 +186,7 @@ async def context(request: web.Request, *roles: str) -> Context:
     async with request.app[appkeys.DATABASE].sessions() as db:
         all_sites = await queries.account_sites(db, auth.user.account_id)
         chosen = await queries.resolve_sites(db, auth.user.account_id, query.get("site"))
-    today = queries.today_for(all_sites, request.app[appkeys.CLOCK].now())
+    today = queries.today_for(chosen or all_sites, request.app[appkeys.CLOCK].now())
     period = queries.parse_period(query.get("from"), query.get("to"), today)
     scope = Scope(auth.user.account_id, chosen, period, queries.parse_model(query.get("model")))
     return Context(

@@ -158,8 +158,13 @@ async def resolve_sites(
 
 
 def today_for(sites: Sequence[Site], now: dt.datetime) -> dt.date:
-    """Today in the first site's time zone (UTC for an account without sites)."""
-    return now.astimezone(zone(sites[0].timezone if sites else "UTC")).date()
+    """Today for the sites a report shows: the latest of their local dates (UTC without
+    sites), so a default period always holds the calls of today in each of them. (It was the
+    first site's today: viewing a Paris site from an account whose first site is in Samoa hid
+    the day's calls until noon.)"""
+    if not sites:
+        return now.astimezone(zone("UTC")).date()
+    return max(now.astimezone(zone(site.timezone)).date() for site in sites)
 
 
 @dataclass
@@ -515,6 +520,8 @@ def _candidate(dimension: str, value: str) -> ColumnElement[bool]:
     if dimension == "channel":
         return s.channel == value
     if dimension == "source_medium":
+        if value == NOT_SET:  # the row of the touches without a channel (rollup.visit_of)
+            return s.channel.is_(None)
         source, _, medium = value.partition(" / ")
         return and_(
             func.coalesce(s.source, "(direct)") == source,
@@ -535,6 +542,8 @@ def _own_candidate(dimension: str, value: str) -> ColumnElement[bool]:
     if dimension == "channel":
         return c.channel.is_(None) if value == UNATTRIBUTED else c.channel == value
     if dimension == "source_medium":
+        if value == NOT_SET:  # an unattributed call's row (rollup.visit_of)
+            return c.channel.is_(None)
         source, _, medium = value.partition(" / ")
         return and_(
             func.coalesce(c.source, "(direct)") == source,
