@@ -250,6 +250,15 @@ async def cmd_site_set(args: argparse.Namespace, settings: Settings) -> int:
     async def work(db: AsyncSession) -> dict[str, Any]:
         site = await site_by_key(db, args.site)
         pool_before = (site.lease_hold_minutes, site.pool_exhaustion, site.consent_mode)
+        calls_before = (site.record_calls, site.recording_notice, site.whisper)
+        for option, attribute in (
+            ("record_calls", "record_calls"),
+            ("recording_notice", "recording_notice"),
+            ("whisper", "whisper"),
+        ):
+            wanted = getattr(args, option)
+            if wanted is not None:
+                setattr(site, attribute, wanted == "on")
         if args.hold_minutes is not None:
             if not MIN_HOLD_MINUTES <= args.hold_minutes <= MAX_HOLD_MINUTES:
                 raise ApiError(
@@ -264,9 +273,14 @@ async def cmd_site_set(args: argparse.Namespace, settings: Settings) -> int:
         changed = apply_contact_settings(site, _wanted_contact_settings(args, site))
         changed.update(apply_register_fields(site, args.register or []))
         pool_after = (site.lease_hold_minutes, site.pool_exhaustion, site.consent_mode)
+        calls_after = (site.record_calls, site.recording_notice, site.whisper)
         for name, before, after in zip(
-            ("hold_minutes", "exhaustion", "consent_mode"), pool_before, pool_after, strict=True
-        ):
+            ("hold_minutes", "exhaustion", "consent_mode", "record_calls", "recording_notice",
+             "whisper"),
+            pool_before + calls_before,
+            pool_after + calls_after,
+            strict=True,
+        ):  # fmt: skip
             if before != after:
                 changed[name] = [before, after]
         if changed:
@@ -277,6 +291,9 @@ async def cmd_site_set(args: argparse.Namespace, settings: Settings) -> int:
             "hold_minutes": site.lease_hold_minutes,
             "exhaustion": site.pool_exhaustion,
             "consent_mode": site.consent_mode,
+            "record_calls": site.record_calls,
+            "recording_notice": site.recording_notice,
+            "whisper": site.whisper,
             **ContactSettings.of(site).as_json(),
             # Only once set, so scripts reading the other fields see the same object as before.
             **(
@@ -348,7 +365,9 @@ def register(commands: Any) -> Any:
     site = _subcommands(site_parser) if site_parser is not None else None
     if site is not None:
         settings = site.add_parser(
-            "set", help="change a site's number pool, consent, contact widget and opening hours"
+            "set",
+            help="change a site's number pool, consent, call recording and whisper, contact "
+            "widget and opening hours",
         )
         settings.add_argument("--site", required=True, help="site key")
         settings.add_argument("--hold-minutes", type=int, help="hold after last activity (30)")
@@ -356,6 +375,19 @@ def register(commands: Any) -> Any:
         settings.add_argument("--consent-mode", choices=CONSENT_MODES)
         settings.add_argument(
             "--contact-widget", choices=("on", "off"), help='the "call me back" button'
+        )
+        settings.add_argument(
+            "--record-calls", choices=("on", "off"), help="record forwarded calls (off)"
+        )
+        settings.add_argument(
+            "--recording-notice",
+            choices=("on", "off"),
+            help="tell callers a recorded call may be recorded, in the site's language (on)",
+        )
+        settings.add_argument(
+            "--whisper",
+            choices=("on", "off"),
+            help='tell whoever answers where the caller came from, "Appel Google Ads" (on)',
         )
         settings.add_argument(
             "--opening-hours",

@@ -12,9 +12,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from dashboard.cli import cli_actor
 from telephony.carrier_factory import close_carrier, create_carrier
 from telephony.carriers.base import Carrier, CarrierError, ProvisionedNumber, WebhookUrls
 from telephony.signature import SIMULATED, TWILIO, webhook_urls
+from tracker.audit import audit
 from tracker.clock import SystemClock
 from tracker.config import Settings
 from tracker.db import migrated_database
@@ -283,12 +285,17 @@ async def cmd_calls_list(args: argparse.Namespace, settings: Settings) -> int:
 
     async def work(db: AsyncSession) -> list[dict[str, Any]]:
         site = await site_by_key(db, args.site)
-        calls = await db.scalars(
-            select(Call)
-            .where(Call.site_id == site.id)
-            .order_by(Call.started_at.desc(), Call.id.desc())
-            .limit(args.limit)
+        calls = list(
+            await db.scalars(
+                select(Call)
+                .where(Call.site_id == site.id)
+                .order_by(Call.started_at.desc(), Call.id.desc())
+                .limit(args.limit)
+            )
         )
+        # Callers' numbers are personal data: who listed them is kept, as in the dashboard.
+        await audit(db, action="cli.calls_listed", at=SystemClock().now(), actor=cli_actor(),
+                    account_id=site.account_id, target=site.site_key, count=len(calls))  # fmt: skip
         return [call_json(call) for call in calls]
 
     calls = await _with_db(settings, work)

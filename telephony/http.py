@@ -52,9 +52,11 @@ from telephony.signature import (
     signing_tokens,
 )
 from tracker import appkeys
+from tracker.audit import audit
 from tracker.clock import FrozenClock
 from tracker.errors import ApiError
-from tracker.web import parse_id, read_form, read_json, unreachable
+from tracker.geo import truncate_ip
+from tracker.web import client_ip, parse_id, read_form, read_json, unreachable
 
 log = logging.getLogger("calltrack.telephony")
 # Webhook bodies are a few dozen short parameters; anything larger is not from a carrier.
@@ -276,6 +278,11 @@ async def request_callback(request: web.Request) -> web.Response:
         public_url=settings.public_url,
         clock=app[appkeys.CLOCK],
     )
+    # A visitor's number dialled at a user's request: who did it, and from where, is kept.
+    async with app[appkeys.DATABASE].begin() as db:
+        await audit(db, action="api.callback_placed", at=app[appkeys.CLOCK].now(), user=user,
+                    target=f"call:{call.id}", session_id=call.session_id,
+                    ip_truncated=truncate_ip(client_ip(request, settings.trusted_proxies)))  # fmt: skip
     notify_call_listeners(app, call)
     return web.json_response(
         {

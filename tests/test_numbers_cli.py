@@ -280,3 +280,19 @@ def test_site_create_reads_a_trailing_dot_and_refuses_what_it_would_cut(run: Run
     assert _error(run, *base, "--phone", "01 23 45 67 89 poste 12") == "invalid_phone"
     code, _, err = run("site", "list", "--account", " ", parse=False)
     assert code == 2 and err.startswith("calltrack: --account needs a name")
+
+
+def test_call_recording_and_the_whisper_are_site_settings(run: Run) -> None:
+    """They existed only as database columns (found by an audit)."""
+    key = _site(run)
+    code, shown, _ = run("site", "set", "--site", key)
+    assert code == 0
+    assert (shown["record_calls"], shown["recording_notice"], shown["whisper"]) == (
+        False,
+        True,
+        True,
+    )
+    code, shown, _ = run("site", "set", "--site", key, "--record-calls", "on", "--whisper", "off")
+    assert code == 0 and (shown["record_calls"], shown["whisper"]) == (True, False)
+    code, shown, _ = run("site", "set", "--site", key, "--recording-notice", "off")
+    assert code == 0 and shown["recording_notice"] is False and shown["record_calls"] is True

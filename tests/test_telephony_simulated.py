@@ -213,6 +213,15 @@ async def test_a_callback_rings_the_advisor_then_the_visitor(live_world: World) 
     )
     assert (call.status, call.outcome, call.duration_s) == ("completed", "answered", 42)
     assert call.answered_at is not None and call.twiml is not None
+    # Dialling a visitor's number is an action on personal data: audited (found by an audit).
+    from tracker.models import AuditEntry
+
+    async with world.database.sessions() as db:
+        entry = await db.scalar(
+            select(AuditEntry).where(AuditEntry.action == "api.callback_placed")
+        )
+    assert entry is not None and entry.user_id == advisor.id
+    assert entry.target == f"call:{call.id}" and entry.ip_truncated is not None
     assert "+33698765432" in call.twiml and "Rappel d'un visiteur" in call.twiml
 
 
