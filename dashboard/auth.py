@@ -69,7 +69,9 @@ def _safe_next(target: str | None, default: str) -> str:
 
 
 def home_for(role: str) -> str:
-    return "/console" if role == "advisor" else "/dashboard"
+    """Where a user lands after signing in: a page their role may open (a DPO landed on the
+    reports, which are not theirs, and got "Access denied")."""
+    return {"advisor": "/console", "dpo": "/dashboard/privacy"}.get(role, "/dashboard")
 
 
 async def current_auth(request: web.Request) -> Auth | None:

@@ -221,3 +221,19 @@ async def _account_of(database: Database, email: str) -> str:
         )
     assert name is not None
     return str(name)
+
+
+async def test_each_role_lands_on_a_page_it_may_open(
+    aiohttp_client: ClientFactory, database_url: str, database: Database
+) -> None:
+    """A DPO landed on the reports and got "Access denied", with no way on (found by audits)."""
+    client = await aiohttp_client(create_app(make_settings(database_url)))
+    for role, home in (("marketer", "/dashboard"), ("admin", "/dashboard"),
+                       ("advisor", "/console"), ("dpo", "/dashboard/privacy")):  # fmt: skip
+        client.session.cookie_jar.clear()
+        email = await make_user(database, role)
+        signed_in = await client.post(
+            "/login", data={"email": email, "password": PASSWORD}, allow_redirects=False
+        )
+        assert signed_in.headers["Location"] == home, role
+        assert (await client.get(home, allow_redirects=False)).status == 200, role
