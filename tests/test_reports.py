@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from dashboard.reports import rollup
@@ -24,6 +25,7 @@ from dashboard.reports.queries import (
     Period,
     Scope,
     breakdown,
+    call_in_account,
     call_journey,
     daily,
     heatmap,
@@ -34,6 +36,7 @@ from dashboard.reports.queries import (
 )
 from tracker.clock import FrozenClock
 from tracker.db import Database
+from tracker.errors import NotFound
 from tracker.models import (
     Account,
     Call,
@@ -560,6 +563,15 @@ async def test_a_restricted_caller_is_left_out_of_call_lists(database: Database)
         lines, _ = await list_calls(db, scope, CallFilter())
         ids = {line.call.id for line in lines}
     assert seed.calls["c2"] not in ids and seed.calls["c1"] in ids
+    # Nor opened by its id (the detail page, the API, the recording: found by an audit).
+    async with database.sessions() as db:
+        with pytest.raises(NotFound):
+            await call_in_account(db, seed.account_id, seed.calls["c2"])
+        with pytest.raises(NotFound):
+            await call_journey(db, seed.account_id, seed.calls["c2"])
+        assert (await call_in_account(db, seed.account_id, seed.calls["c1"]))[0].id == seed.calls[
+            "c1"
+        ]
 
 
 async def test_restricting_a_caller_takes_their_call_out_of_the_totals(database: Database) -> None:

@@ -336,7 +336,11 @@ async def get_session(request: web.Request) -> web.Response:
             await db.execute(
                 select(TrackedSession)
                 .join(Site, Site.id == TrackedSession.site_id)
-                .where(TrackedSession.id == session_id[:64], Site.account_id == token.account_id)
+                .where(
+                    TrackedSession.id == session_id[:64],
+                    Site.account_id == token.account_id,
+                    session_visible(token.account_id),  # a restricted visit: kept, not shown
+                )
             )
         ).scalar_one_or_none()
         if row is None:

@@ -717,12 +717,16 @@ class CallJourney:
 
 
 async def call_in_account(db: AsyncSession, account_id: int, call_id: int) -> tuple[Call, Site]:
-    """Return a call of the account (404 for another account's call: no existence leak)."""
+    """Return a call of the account (404 for another account's call: no existence leak).
+
+    A restricted person's call is kept but shown to no one here either, as in the lists: the
+    detail page, the API and the recording served it by its id (found by an audit). The DPO
+    reaches it through the privacy tools."""
     row = (
         await db.execute(
             select(Call, Site)
             .join(Site, Site.id == Call.site_id)
-            .where(Call.id == call_id, Site.account_id == account_id)
+            .where(Call.id == call_id, Site.account_id == account_id, call_visible(account_id))
         )
     ).first()
     if row is None:
