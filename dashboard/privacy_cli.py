@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shutil
 import signal
 import sys
@@ -139,7 +140,30 @@ async def cmd_find(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _output_path(raw: str, default_name: str) -> Path:
+    """Where `--output` puts a file: into a directory it names, with the file's own name;
+    refused before anything is done when its folder does not exist."""
+    path = Path(raw)
+    if path.is_dir():
+        path = path / default_name
+    if not path.parent.is_dir():
+        raise CliError(f"--output: the folder {path.parent} does not exist")
+    return path
+
+
+def _copy_private(source: Path, target: Path) -> None:
+    """Copy personal data readable by its owner only, like the archives in var/exports."""
+    with source.open("rb") as read, open(target, "wb", opener=_owner_only) as write:
+        shutil.copyfileobj(read, write)
+
+
+def _owner_only(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
+
+
 async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    if args.output:
+        _output_path(args.output, "export.zip")  # refused before the export is made and audited
     async with _database(settings) as database, database.begin() as db:
         person = await _find(db, args, settings)
         now = SystemClock().now()
@@ -154,8 +178,8 @@ async def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     path = result.path
     if args.output:
         # A copy outside var/exports is the operator's to delete: say so.
-        await asyncio.to_thread(shutil.copyfile, result.path, args.output)
-        path = Path(args.output)
+        path = _output_path(args.output, result.path.name)
+        await asyncio.to_thread(_copy_private, result.path, path)
         print(f"copied to {path}; erasing the person deletes only {result.path}", file=sys.stderr)
     emit({"archive": str(path), "export_id": result.record.id, "counts": result.counts,
           "expires_at": result.record.expires_at.isoformat()})  # fmt: skip
@@ -373,8 +397,9 @@ async def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
                      language=args.lang, format=args.format)  # fmt: skip
     text = records.to_markdown(document) if args.format == "md" else records.to_html(document)
     if args.output:
-        await asyncio.to_thread(Path(args.output).write_text, text, encoding="utf-8")
-        print(f"written to {args.output}", file=sys.stderr)
+        target = _output_path(args.output, f"register.{args.format}")
+        await asyncio.to_thread(target.write_text, text, encoding="utf-8")
+        print(f"written to {target}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0

@@ -179,11 +179,24 @@ def test_cli_find_and_export(
     exported = json.loads(capsys.readouterr().out)
     assert exported["counts"]["calls"] == 1 and zipfile.is_zipfile(out)
     assert len(list((tmp_path / "exports").iterdir())) == 1
+    assert out.stat().st_mode & 0o077 == 0  # personal data: the owner's only, as in exports/
+    # A folder as --output takes the archive's own name (it was a traceback), and a folder
+    # that does not exist is refused before anything is exported or audited.
+    folder = tmp_path / "dpo"
+    folder.mkdir()
+    code = main(["privacy", "export", "--visitor", seeded.visitor_id, "--site", key,
+                 "--export-dir", str(tmp_path / "exports"), "--output", str(folder)])  # fmt: skip
+    assert code == 0 and json.loads(capsys.readouterr().out)["counts"]["calls"] == 1
+    assert [p.suffix for p in folder.iterdir()] == [".zip"]
+    code = main(["privacy", "export", "--visitor", seeded.visitor_id, "--site", key,
+                 "--output", str(tmp_path / "missing" / "x.zip")])  # fmt: skip
+    assert code == 2 and "does not exist" in capsys.readouterr().err
 
     assert main(["privacy", "find", "--phone", "01 99 99 99 99", "--site", key]) == 0
     assert "holds nothing" in capsys.readouterr().out
     assert _audit_actions(database_url, seeded.account_id) == [
         "privacy.find",
+        "privacy.export",
         "privacy.export",
         "privacy.find",
     ]
