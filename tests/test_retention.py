@@ -240,6 +240,35 @@ async def test_purge_runs_in_bounded_batches_and_resumes_from_its_cursor(
         assert cursor is not None and cursor.finished_at == NOW and cursor.deleted == 15
 
 
+async def test_webhook_deliveries_done_with_are_purged(database: Database) -> None:
+    """They keep the exact body sent, a caller's number included: it outlived the purged call
+    (found by an audit). Pending ones are still to be delivered."""
+    from tracker.models import WebhookDelivery, WebhookEndpoint
+
+    site = await make_site(database)
+    old, recent = NOW - retention.WEBHOOK_DELIVERY_TTL - dt.timedelta(days=1), NOW
+    async with database.begin() as db:
+        endpoint = WebhookEndpoint(account_id=site.account_id, url="https://shop.example/hook",
+                                   secret="s" * 40, events=["call.started"], created_at=old)  # fmt: skip
+        db.add(endpoint)
+        await db.flush()
+        for status, created in (("delivered", old), ("failed", old), ("pending", old),
+                                ("delivered", recent)):  # fmt: skip
+            db.add(WebhookDelivery(endpoint_id=endpoint.id, account_id=site.account_id,
+                                   event_id=secrets.token_hex(8), event_type="call.started",
+                                   dedupe_key=secrets.token_hex(8), body='{"caller": "+336"}',
+                                   status=status, created_at=created, next_attempt_at=created))  # fmt: skip
+    report = await purge(database, NOW, pause_ratio=0)
+    assert report.deleted["webhook_deliveries"] == 2
+    async with database.sessions() as db:
+        left = await db.execute(
+            select(WebhookDelivery.status, WebhookDelivery.created_at).where(
+                WebhookDelivery.endpoint_id == endpoint.id
+            )
+        )
+        assert sorted(status for status, _ in left) == ["delivered", "pending"]
+
+
 async def test_a_closed_accounts_data_is_all_deleted_within_90_days(database: Database) -> None:
     recent = await make_site(database, closed_at=NOW - dt.timedelta(days=10))
     closed = await make_site(database, closed_at=NOW - retention.CLOSED_ACCOUNT_GRACE)

@@ -48,6 +48,7 @@ from tracker.models import (
     Site,
     TrackedSession,
     User,
+    WebhookDelivery,
     WebhookEndpoint,
 )
 from tracker.privacy.export import delete_export_file
@@ -129,6 +130,10 @@ DEFAULT_BATCH = 2000
 DEFAULT_PAUSE_RATIO = 4.0
 # Pending carrier callbacks that never matched a call (unknown numbers, lost calls).
 ORPHAN_EVENT_TTL = dt.timedelta(days=30)
+# Webhook deliveries keep the exact body sent (a caller's number, a visitor's callback number)
+# for the delivery log: done with (delivered or given up), they go after this long, whatever
+# the data's own retention (the copy outlived the call or request it was about).
+WEBHOOK_DELIVERY_TTL = dt.timedelta(days=30)
 
 
 def months_before(moment: dt.datetime, months: int) -> dt.datetime:
@@ -509,6 +514,7 @@ async def purge(
         report.add("exports", await purge_exports(database, now, export_dir, owners))
     if not data_classes and site_ids is None:
         report.add("carrier_events", await _purge_orphan_events(database, now, batch_size))
+        report.add("webhook_deliveries", await _purge_deliveries(database, now, batch_size))
     for account_id in sorted(closed):
         if site_ids is None or any(s.account_id == account_id for s in sites):
             await delete_closed_account(database, account_id, export_dir)
@@ -566,6 +572,29 @@ async def _purge_orphan_events(database: Database, now: dt.datetime, batch_size:
             )
             if ids:
                 await db.execute(delete(CarrierEvent).where(CarrierEvent.id.in_(ids)))
+        deleted += len(ids)
+        if len(ids) < batch_size:
+            return deleted
+
+
+async def _purge_deliveries(database: Database, now: dt.datetime, batch_size: int) -> int:
+    """Delete webhook deliveries done with (delivered, or given up) for WEBHOOK_DELIVERY_TTL."""
+    deleted = 0
+    while True:
+        async with database.begin() as db:
+            ids = list(
+                await db.scalars(
+                    select(WebhookDelivery.id)
+                    .where(
+                        WebhookDelivery.status != "pending",
+                        WebhookDelivery.created_at < now - WEBHOOK_DELIVERY_TTL,
+                    )
+                    .order_by(WebhookDelivery.id)
+                    .limit(batch_size)
+                )
+            )
+            if ids:
+                await db.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids)))
         deleted += len(ids)
         if len(ids) < batch_size:
             return deleted
