@@ -543,9 +543,29 @@ async def receive_incoming_call(
 # Lifecycle
 
 
+# A call lasts hours at most (Twilio ends calls after 4 hours unless told otherwise, at most 24).
+MAX_CALL = dt.timedelta(days=1)
+
+
+def _plausible(timestamp: dt.datetime | None, call: Call, now: dt.datetime) -> dt.datetime:
+    """The carrier's time of an event, or ours when it cannot be this call's (a day after it
+    began, well before it, in the future: a signed "Timestamp: Mon, 01 Jan 0001" ended calls in
+    2000), never before the call began (Twilio stamps whole seconds)."""
+    started = call.started_at
+    if started is not None and started.tzinfo is None:  # SQLite gives naive UTC datetimes
+        started = started.replace(tzinfo=dt.UTC)
+    if timestamp is None or timestamp > now + dt.timedelta(minutes=5):
+        timestamp = now
+    if started is None:
+        return timestamp
+    if not started - dt.timedelta(minutes=1) <= timestamp <= started + MAX_CALL:
+        timestamp = now
+    return min(max(timestamp, started), started + MAX_CALL)
+
+
 def apply_status(call: Call, callback: StatusCallback, now: dt.datetime) -> None:
     """Apply a status callback; late or repeated ones never move the call backwards."""
-    at = callback.timestamp or now
+    at = _plausible(callback.timestamp, call, now)
     # A callback is answered when the visitor answers (the dialled leg), not the advisor.
     answering_leg = call.direction != "outbound" or callback.parent_call_sid is not None
     if callback.call_status == "in-progress" and call.answered_at is None and answering_leg:
@@ -554,7 +574,7 @@ def apply_status(call: Call, callback: StatusCallback, now: dt.datetime) -> None
         if call.ended_at is None:
             call.ended_at = at
         if call.duration_s is None and callback.call_duration is not None:
-            call.duration_s = callback.call_duration
+            call.duration_s = min(callback.call_duration, int(MAX_CALL.total_seconds()))
     sequence = callback.sequence_number if callback.sequence_number is not None else 0
     current = (STATUS_RANK.get(call.status, 0), call.last_sequence)
     if (STATUS_RANK[callback.call_status], sequence) > current:
@@ -567,7 +587,7 @@ def apply_dial(call: Call, callback: DialCallback, now: dt.datetime) -> None:
     call.outcome = DIAL_OUTCOMES[callback.dial_call_status]
     if call.outcome == "answered":
         if callback.dial_call_duration is not None:
-            call.duration_s = callback.dial_call_duration
+            call.duration_s = min(callback.dial_call_duration, int(MAX_CALL.total_seconds()))
     else:
         call.duration_s = 0
     if STATUS_RANK.get(call.status, 0) < 3:

@@ -147,6 +147,26 @@ async def test_status_callbacks_in_order_walk_the_call_through_its_life(world: W
     assert all(e.applied_at is not None for e in await events(world, parent))
 
 
+@pytest.mark.parametrize(
+    "stamped",
+    ["Mon, 01 Jan 0001 00:30:00 +0100", "Fri, 31 Dec 9999 23:00:00 +0000",
+     "Sat, 03 Jan 2026 10:00:00 +0000"],  # before the call began
+)  # fmt: skip
+async def test_signed_but_impossible_times_and_durations_are_bounded(
+    world: World, stamped: str
+) -> None:
+    """A signed callback may still carry nonsense: a call ended in 2000 or in 9999, or lasted
+    31 years (found by an audit). The carrier's time is kept only when it can be the call's."""
+    sid = call_sid()
+    await world.voice(world.pool.e164, sid)
+    world.clock.advance(seconds=40)
+    await send(world, STATUS, {"AccountSid": TWILIO_SID, "CallSid": sid, "CallStatus": "completed",
+                               "CallDuration": "999999999", "Timestamp": stamped})  # fmt: skip
+    call = await stored(world, sid)
+    assert call.ended_at == world.clock.now()
+    assert call.duration_s == 86400
+
+
 async def test_out_of_order_callbacks_are_ordered_by_sequence_number(world: World) -> None:
     parent, child = call_sid(), call_sid()
     t0 = world.clock.now()
