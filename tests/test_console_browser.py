@@ -551,6 +551,8 @@ def test_the_widget_keeps_the_keyboard_inside_and_says_when_it_is_closed(
         page.keyboard.press("Enter")
         dialog = page.get_by_role("dialog", name="Être rappelé")
         expect(dialog).to_have_attribute("aria-modal", "true")
+        # The widget says its own language (screen readers pick their voice from it).
+        assert dialog.evaluate("d => d.closest('[lang]').lang") == "fr"
         expect(dialog.get_by_label("Votre numéro de téléphone")).to_be_focused()
         expect(dialog).to_contain_text("Nous sommes fermés en ce moment")
         # Tab from the last control comes back to the first (the close button), and back.

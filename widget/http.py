@@ -41,12 +41,12 @@ def minified_snippet() -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _gzipped(body: bytes) -> bytes:
+def gzipped(body: bytes) -> bytes:
     # One compression per distinct configuration, not per request.
     return gzip.compress(body, compresslevel=9, mtime=0)
 
 
-def _accepts_gzip(request: web.Request) -> bool:
+def accepts_gzip(request: web.Request) -> bool:
     for part in request.headers.get("Accept-Encoding", "").lower().split(","):
         coding, _, params = part.strip().partition(";")
         if coding.strip() == "gzip":
@@ -130,7 +130,7 @@ async def snippet(request: web.Request) -> web.Response:
     public_url = settings.public_url if known else None
     config = snippet_config(site_key, public_url, consent_mode, business, contact_widget)
     body = render_snippet(config).encode("utf-8")
-    compress = _accepts_gzip(request)
+    compress = accepts_gzip(request)
     # One ETag per representation (RFC 9110 8.8.3): the gzipped body is another byte string.
     etag = '"' + hashlib.sha256(body).hexdigest()[:32] + ('-gz"' if compress else '"')
     headers = {
@@ -147,7 +147,7 @@ async def snippet(request: web.Request) -> web.Response:
         # Sent compressed (about 3 KB instead of 6): most merchants put no proxy in front
         # that would compress it for us.
         headers["Content-Encoding"] = "gzip"
-        body = _gzipped(body)
+        body = gzipped(body)
     return web.Response(
         body=body, content_type="application/javascript", charset="utf-8", headers=headers
     )

@@ -132,7 +132,9 @@ textarea{resize:vertical;min-height:64px}
     opener = null, statusAt = 0, toastTimer = 0;
 
   const build = () => {
-    host = el('div', {'data-calltrack-noswap': ''});
+    // The widget's own language, whatever the page's (<html lang="fr"> with an English widget
+    // would be read by screen readers with a French voice).
+    host = el('div', {'data-calltrack-noswap': '', lang});
     root = host.attachShadow({mode: 'open'});
     try {
       const sheet = new CSSStyleSheet();
@@ -169,7 +171,7 @@ textarea{resize:vertical;min-height:64px}
     toastText = el('p', {role: 'status', 'aria-live': 'polite'});
     toast = el('div', {className: 'toast'}, toastText,
       el('button', {type: 'button', className: 'x', 'aria-label': T.close, textContent: '×'}));
-    root.append(el('div', {className: 'w'}, launch, back, dlg, toast));
+    root.append(el('div', {className: 'w', lang}, launch, back, dlg, toast));
     D.body.append(host);
 
     launch.addEventListener('click', open);
