@@ -19,6 +19,10 @@
   const LOCALE = LANG === 'fr' ? 'fr-FR' : 'en-GB';
   // A visit ends after 30 minutes without activity (the tracker's rule); drop it from the list.
   const VISIT_TIMEOUT_MS = 30 * 60 * 1000;
+  // Heartbeats (the snippet pings every 30 s while a page is visible) are not pushed to the
+  // console: the live list is read again this often, and visitors no longer in it (not seen for
+  // the snapshot's 5 minutes) leave it. Time on site stops 90 s after the last activity known.
+  const REFRESH_MS = 60 * 1000, SEEN_SLACK_MS = 90 * 1000;
   // Replayed or late events older than this do not beep: the advisor saw them, or they are stale.
   const ALERT_MAX_AGE_MS = 2 * 60 * 1000;
   const TAGS = ['sale', 'lead', 'no_answer', 'spam'];
@@ -588,7 +592,7 @@
         SITES.size > 1 && h('div', {class: 'muted small'}, siteName(v.site))),
       h('td', {class: 'page'}, pageLink(v.current_url, v.current_title, 'title'),
         h('div', {class: 'muted small url'}, shortUrl(v.current_url))),
-      h('td', {class: 'num'}, h('span', {'data-since': v.started_at}, v.started_at ? duration(Date.now() - Date.parse(v.started_at)) : '—'),
+      h('td', {class: 'num'}, h('span', {'data-since': v.started_at, 'data-seen': v.last_seen_at}, v.started_at ? duration(onSite(v.started_at, v.last_seen_at)) : '—'),
         v.pageviews != null && h('div', {class: 'muted small'}, count('pages', v.pageviews))),
       h('td', {class: 'num'}, total != null && Number(total) > 0
         ? [h('strong', null, money(total, cart ? cart.currency : v.cart_currency)),
@@ -718,7 +722,7 @@
       h('div', {class: 'now'}, h('div', {class: 'label'}, T.now_on),
         pageLink(current.url, current.title, 'now-title'),
         h('div', {class: 'muted small url'}, shortUrl(current.url)),
-        h('div', {class: 'muted small'}, s.started_at && h('span', {'data-since': s.started_at}, duration(Date.now() - Date.parse(s.started_at))),
+        h('div', {class: 'muted small'}, s.started_at && h('span', {'data-since': s.started_at, 'data-seen': s.last_seen_at}, duration(onSite(s.started_at, s.last_seen_at))),
           ' · ', count('pages', s.pageviews != null ? s.pageviews : pages.length),
           s.consent === false && [' · ', T.consent_no])),
       h('h3', null, T.cart, cart && itemCount(cart) ? h('span', {class: 'count'}, money(cart.total, cart.currency)) : null),
@@ -766,10 +770,24 @@
   }
 
   // ---- Clock: time on site ticks, relative times and stale visits refresh ---------------------------------------
+  function onSite(since, seen) {
+    const end = seen ? Math.min(Date.now(), Date.parse(seen) + SEEN_SLACK_MS) : Date.now();
+    return Math.max(0, end - Date.parse(since));
+  }
   setInterval(() => {
-    const now = Date.now();
-    for (const el of document.querySelectorAll('[data-since]')) el.textContent = duration(now - Date.parse(el.dataset.since));
+    for (const el of document.querySelectorAll('[data-since]')) el.textContent = duration(onSite(el.dataset.since, el.dataset.seen));
   }, 1000);
+  // The live list read again (see REFRESH_MS): who is still there, and when they were last seen.
+  setInterval(async () => {
+    if (!ws || ws.readyState !== 1 || held || paused) return;
+    try {
+      const snap = await send('snapshot', {site: null});
+      const live = new Set((snap.visitors || []).map(v => v.id));
+      for (const id of S.visitors.keys()) if (!live.has(id) && !(S.panel && S.panel.id === id)) S.visitors.delete(id);
+      for (const v of snap.visitors || []) upsertVisitor({...v, cart: v.cart || S.visitors.get(v.id)?.cart || null}, v.site || v.site_key);
+      renderVisitors();
+    } catch (e) { /* the next round tries again */ }
+  }, REFRESH_MS);
   setInterval(() => {
     for (const el of document.querySelectorAll('[data-ago]')) el.textContent = ago(el.dataset.ago);
     renderVisitors();
