@@ -226,10 +226,10 @@ async def test_cost_upload_gives_cost_per_call_and_replaces_the_same_days(
         data.add_field("file", text.encode(), filename="spend.csv", content_type="text/csv")
         return data
 
-    spend = "date,channel,campaign,cost,currency\n2026-01-08,Paid Search,winter,50.00,EUR\n2026-01-10,Paid Search,brand,30,EUR\n"
+    spend = "date,channel,campaign,cost,currency\n2026-01-08,Paid Search,winter,50.00,EUR\n2026-01-10,Paid Search,brand,30,EUR\n2026-01-09,Display,banner-nocalls,75,EUR\n"
     assert (await client.post("/dashboard/costs", data=form(spend, "forged"))).status == 403
     uploaded = await client.post("/dashboard/costs", data=form(spend))
-    assert uploaded.status == 200 and "Imported 2 rows." in await uploaded.text()
+    assert uploaded.status == 200 and "Imported 3 rows." in await uploaded.text()
     again = await client.post("/dashboard/costs", data=form(spend.replace("50.00", "40.00")))
     assert again.status == 200
     bad = await client.post(
@@ -245,9 +245,13 @@ async def test_cost_upload_gives_cost_per_call_and_replaces_the_same_days(
                 select(AdCost.cost).where(AdCost.account_id == seed.account_id).order_by(AdCost.day)
             )
         )
-        assert amounts == [Decimal("40.00"), Decimal("30.00")]
-        rows, _ = await queries.breakdown(db, await scope_of(database, seed), "channel")
+        assert amounts == [Decimal("40.00"), Decimal("75.00"), Decimal("30.00")]
+        rows, total = await queries.breakdown(db, await scope_of(database, seed), "channel")
         paid = next(r for r in rows if r.value == "Paid Search")
+        # Spend that brought no call is a row, and in the total (found by an audit: it vanished).
+        display = next(r for r in rows if r.value == "Display")
+        assert display.current.calls == 0 and display.costs == {"EUR": Decimal("75.00")}
+        assert display.cost_per_call() == {} and total.costs == {"EUR": Decimal("145.00")}
         assert paid.costs == {"EUR": Decimal("70.00")} and paid.cost_per_call() == {
             "EUR": Decimal("35.00")
         }

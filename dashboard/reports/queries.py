@@ -326,6 +326,9 @@ async def breakdown(
     costs = await costs_by(db, scope, dimension)
     values = {v for v, m in current.items() if m.calls or (m.sessions and dimension == "channel")}
     values |= {v for v, m in previous.items() if m.calls}
+    # Spend that brought no call is a row too: dropped, it vanished from the total cost and
+    # flattered the cost per call (found by an audit).
+    values |= {v for v, amounts in costs.items() if any(amounts.values())}
     rows = [
         Row(
             value=value,
