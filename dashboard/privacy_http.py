@@ -842,9 +842,12 @@ async def restrict(request: web.Request) -> web.Response:
             "subject": person.subject(ctx.secret),
             "records": person.record_refs(),
         }
+        action = str(form.get("do", "restrict"))
+        if action not in ("restrict", "lift"):
+            raise ApiError("invalid_action", 'do is "restrict" or "lift"')
         # Reports are rollups: the person's days are recomputed with or without them.
         await rollup.mark_person_dirty(db, person, ctx.now)
-        if str(form.get("do", "")) == "lift":
+        if action == "lift":
             detail["identifiers"] = await lift_restriction(db, person)
             return _Done("privacy.restrict_lift", ctx.tr("privacy.lifted_done"), None, detail)
         detail["identifiers"] = await restrict_person(

@@ -190,6 +190,9 @@ async def test_each_personal_data_action_produces_exactly_one_audit_entry(
                                                        data={**lookup, "do": "restrict"}))  # fmt: skip
     await expect("privacy.restrict_lift", await client.post("/dashboard/privacy/restrict",
                                                             data={**lookup, "do": "lift"}))  # fmt: skip
+    # An action the form never sends restricts no one (it did: found by an audit).
+    refused = await client.post("/dashboard/privacy/restrict", data={**lookup, "do": "explode"})
+    assert refused.status == 400
     await expect("privacy.exclude", await client.post("/dashboard/privacy/exclude",
                                                       data={**lookup, "what": "visitor"}))  # fmt: skip
     await expect("privacy.exclusions_view", await client.get("/dashboard/privacy/exclusions"))

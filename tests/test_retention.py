@@ -240,6 +240,13 @@ async def test_purge_runs_in_bounded_batches_and_resumes_from_its_cursor(
         assert cursor is not None and cursor.finished_at == NOW and cursor.deleted == 15
 
 
+@pytest.mark.parametrize("ratio", [-1.0, float("nan"), 1e9])
+async def test_a_pause_ratio_out_of_range_is_refused(database: Database, ratio: float) -> None:
+    with pytest.raises(ApiError) as refused:
+        await purge(database, NOW, pause_ratio=ratio)
+    assert refused.value.code == "invalid_pause_ratio"
+
+
 async def test_webhook_deliveries_done_with_are_purged(database: Database) -> None:
     """They keep the exact body sent, a caller's number included: it outlived the purged call
     (found by an audit). Pending ones are still to be delivered."""

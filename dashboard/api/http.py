@@ -649,7 +649,7 @@ async def import_costs(request: web.Request) -> web.Response:
     site_id = body.get("site_id")
     async with request.app[appkeys.DATABASE].begin() as db:
         if site_id is not None:
-            if not isinstance(site_id, int):
+            if isinstance(site_id, bool) or not isinstance(site_id, int):  # true is not site 1
                 raise ApiError("invalid_site", "site_id must be a site id or null")
             site_id = (await queries.resolve_sites(db, token.account_id, site_id))[0].id
         now = request.app[appkeys.CLOCK].now()

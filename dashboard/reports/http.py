@@ -852,7 +852,7 @@ def _decimal(text: str | None, name: str) -> Decimal:
 def _conversion_params(query: Mapping[str, str]) -> tuple[str, Decimal, str]:
     name = (query.get("conversion_name") or "Calltrack call").strip()[:100]
     currency = (query.get("currency") or "EUR").strip().upper()
-    if len(currency) != 3 or not currency.isalpha():
+    if len(currency) != 3 or not (currency.isascii() and currency.isalpha()):  # not "ÉUR"
         raise ApiError("invalid_currency", "currency must be a 3-letter ISO 4217 code")
     return name or "Calltrack call", _decimal(query.get("value"), "value"), currency
 

@@ -469,6 +469,8 @@ async def purge(
     """Delete everything past its retention period, batch by batch; resumable."""
     if batch_size < 1 or batch_size > 50_000:
         raise ApiError("invalid_batch_size", "the batch size is between 1 and 50,000 rows")
+    if not 0 <= pause_ratio <= 100:  # also NaN
+        raise ApiError("invalid_pause_ratio", "the pause ratio is between 0 and 100")
     unknown = set(data_classes or ()) - set(DATA_CLASSES) - {"exports", "carrier_events"}
     if unknown:
         raise ApiError("invalid_data_class", f"unknown data classes: {', '.join(sorted(unknown))}")
