@@ -229,7 +229,7 @@ async def test_cost_upload_gives_cost_per_call_and_replaces_the_same_days(
     spend = "date,channel,campaign,cost,currency\n2026-01-08,Paid Search,winter,50.00,EUR\n2026-01-10,Paid Search,brand,30,EUR\n2026-01-09,Display,banner-nocalls,75,EUR\n"
     assert (await client.post("/dashboard/costs", data=form(spend, "forged"))).status == 403
     uploaded = await client.post("/dashboard/costs", data=form(spend))
-    assert uploaded.status == 200 and "Imported 3 rows." in await uploaded.text()
+    assert uploaded.status == 200 and "Rows imported: 3." in await uploaded.text()
     again = await client.post("/dashboard/costs", data=form(spend.replace("50.00", "40.00")))
     assert again.status == 200
     bad = await client.post(

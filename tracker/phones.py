@@ -24,7 +24,8 @@ def parse_phone(raw: str, default_country: str | None = None) -> phonenumbers.Ph
     try:
         number = phonenumbers.parse(text, (default_country or "").upper() or None)
     except phonenumbers.NumberParseException as exc:
-        raise InvalidPhoneNumber(f"{raw!r} is not a phone number: {exc}") from exc
+        # (Not phonenumbers' own text: "(1) The string supplied did not seem to be...".)
+        raise InvalidPhoneNumber(f"{raw!r} is not a phone number") from exc
     if not phonenumbers.is_valid_number(number):
         raise InvalidPhoneNumber(f"{raw!r} is not a valid phone number")
     if number.extension:

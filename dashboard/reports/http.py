@@ -1134,7 +1134,7 @@ async def _webhooks_content(
         for d, url in deliveries
     )
     log_html = (
-        f'<div class="table-wrap"><table class="report" id="deliveries"><thead><tr><th>{escape(t("reports.costs.when", lang))}</th>'
+        f'<div class="table-wrap"><table class="report" id="deliveries"><thead><tr><th>{escape(t("reports.webhooks.when", lang))}</th>'
         f"<th>{escape(t('reports.webhooks.events', lang))}</th><th>URL</th><th>{escape(t('reports.webhooks.status', lang))}</th>"
         f'<th class="num">{escape(t("reports.webhooks.attempts", lang))}</th><th>{escape(t("reports.webhooks.response", lang))}</th>'
         f"<th>{escape(t('reports.webhooks.next', lang))}</th></tr></thead><tbody>{log_rows}</tbody></table></div>"

@@ -56,7 +56,9 @@ def _value(kind: str, raw: str, default_country: str | None) -> str | None:
         except InvalidPhoneNumber as exc:
             raise ApiError("invalid_phone", str(exc)) from exc
     if kind == "text":
-        return text[:MAX_MESSAGE] or None
+        if len(text) > MAX_MESSAGE:  # refused, not cut: the DPO would not know what was kept
+            raise ApiError("invalid_value", f"the text is longer than {MAX_MESSAGE} characters")
+        return text or None
     if kind == "language":
         if not _LANGUAGE.match(text):
             raise ApiError("invalid_language", "a language is a code such as fr or en-GB")
