@@ -377,7 +377,9 @@ async def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
             if site_ids is not None:
                 owners = select(Site.account_id).where(Site.id.in_(site_ids))
             for account_id in sorted(set(await db.scalars(owners))):
-                await _audit(db, account_id, "privacy.purge", now, **report.as_json())
+                sites = await db.scalars(select(Site.id).where(Site.account_id == account_id))
+                await _audit(db, account_id, "privacy.purge", now,
+                             **report.for_account(account_id, list(sites)))  # fmt: skip
     if args.json:
         emit(report.as_json())
     else:

@@ -240,6 +240,20 @@ async def test_purge_runs_in_bounded_batches_and_resumes_from_its_cursor(
         assert cursor is not None and cursor.finished_at == NOW and cursor.deleted == 15
 
 
+async def test_each_account_is_told_its_own_deletions(database: Database) -> None:
+    """The purge's audit entry of each account listed every tenant's counts (found by an
+    audit)."""
+    mine, theirs = await make_site(database), await make_site(database)
+    old = NOW - dt.timedelta(days=500)
+    await add_visit(database, mine, old, pages=2)
+    await add_visit(database, theirs, old, pages=5)
+    report = await purge(database, NOW, site_ids=[mine.id, theirs.id], pause_ratio=0)
+    assert report.deleted["pageviews"] == 7
+    assert report.for_account(mine.account_id, [mine.id])["deleted"]["pageviews"] == 2
+    told = report.for_account(theirs.account_id, [theirs.id])
+    assert told["deleted"]["pageviews"] == 5 and told["account_deleted"] is False
+
+
 @pytest.mark.parametrize("ratio", [-1.0, float("nan"), 1e9])
 async def test_a_pause_ratio_out_of_range_is_refused(database: Database, ratio: float) -> None:
     with pytest.raises(ApiError) as refused:

@@ -20,7 +20,7 @@ import calendar
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -205,9 +205,29 @@ class PurgeReport:
     batches: int = 0
     interrupted: bool = False
     closed_accounts: list[int] = field(default_factory=list)
+    # The same counts per scope ("site:3", "account:2"): each account's audit entry tells its
+    # own deletions, not every tenant's.
+    by_scope: dict[str, dict[str, int]] = field(default_factory=dict)
 
-    def add(self, data_class: str, count: int) -> None:
+    def add(self, data_class: str, count: int, scope: str | None = None) -> None:
         self.deleted[data_class] = self.deleted.get(data_class, 0) + count
+        if scope is not None:
+            mine = self.by_scope.setdefault(scope, {})
+            mine[data_class] = mine.get(data_class, 0) + count
+
+    def for_account(self, account_id: int, site_ids: Collection[int]) -> dict[str, Any]:
+        """What this purge deleted of one account (its sites and its audit log)."""
+        scopes = {f"site:{site_id}" for site_id in site_ids} | {f"account:{account_id}"}
+        deleted: dict[str, int] = {}
+        for scope in scopes:
+            for data_class, count in self.by_scope.get(scope, {}).items():
+                deleted[data_class] = deleted.get(data_class, 0) + count
+        return {
+            "deleted": deleted,
+            "total": sum(deleted.values()),
+            "interrupted": self.interrupted,
+            "account_deleted": account_id in self.closed_accounts,
+        }
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -428,7 +448,7 @@ async def _purge_target(
             cursor.updated_at = now
             done = cursor.deleted
         if count:
-            report.add(target.data_class, count)
+            report.add(target.data_class, count, target.scope)
             report.batches += 1
             if progress is not None:
                 progress(Progress(target.scope, target.data_class, done, max(total, done)))
