@@ -321,7 +321,8 @@ async def _simulate(args: argparse.Namespace, settings: Settings, server_url: st
     urls: WebhookUrls = webhook_urls(settings.public_url)
     script = CallScript(answer=args.answer, talk_seconds=args.talk_seconds)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
-        client = SimulatedCarrierClient(settings.secret_key, http_poster(session, server_url))
+        poster = http_poster(session, server_url, settings.public_url)
+        client = SimulatedCarrierClient(settings.secret_key, poster)
         try:
             return await ring(
                 client,

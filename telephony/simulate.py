@@ -83,16 +83,24 @@ class SimulatedCarrierClient:
         return status, text
 
 
-def http_poster(session: aiohttp.ClientSession, server_url: str | None = None) -> Poster:
-    """Post over HTTP, to the public URL itself or to `server_url` standing in for its base."""
+def http_poster(
+    session: aiohttp.ClientSession, server_url: str | None = None, public_url: str | None = None
+) -> Poster:
+    """Post over HTTP, to the public URL itself or to `server_url` standing in for its base.
+
+    A public URL with a path (`https://pub.example/ct`, a proxy that serves Calltrack under
+    /ct and strips it) names paths the worker itself does not have: posting to the worker, the
+    prefix goes (it was a 404)."""
+    prefix = urlsplit(public_url).path.rstrip("/") if public_url else ""
 
     async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
         target = url
         if server_url:
             parts = urlsplit(url)
-            target = (
-                server_url.rstrip("/") + parts.path + (f"?{parts.query}" if parts.query else "")
-            )
+            path = parts.path
+            if prefix and path.startswith(prefix + "/"):
+                path = path[len(prefix) :]
+            target = server_url.rstrip("/") + path + (f"?{parts.query}" if parts.query else "")
         async with session.post(target, data=body, headers=headers) as response:
             return response.status, await response.text()
 

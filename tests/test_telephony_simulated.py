@@ -498,3 +498,34 @@ async def test_the_bridge_dials_the_visitor_even_before_the_carrier_id_is_stored
 
     unknown = await world.post("/telephony/twilio/bridge?call=999999999", params)
     assert ET.fromstring(await unknown.text()).find("Hangup") is not None
+
+
+async def test_posting_to_a_worker_drops_the_public_urls_path_prefix(
+    aiohttp_server: Any,
+) -> None:
+    """Behind a proxy that serves Calltrack under /ct, `simulate call --server` posted to
+    /ct/telephony/... on the worker itself: a 404 (found by an audit)."""
+    import aiohttp
+    from aiohttp import web
+
+    from telephony.simulate import http_poster
+
+    seen: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append(request.path_qs)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", record)
+    server = await aiohttp_server(app)
+    worker = f"http://127.0.0.1:{server.port}"
+    async with aiohttp.ClientSession() as session:
+        post = http_poster(session, worker, "https://pub.example:8443/ct")
+        assert await post("https://pub.example:8443/ct/telephony/twilio/voice?x=1", b"", {}) == (
+            200,
+            "ok",
+        )
+        plain = http_poster(session, worker, "https://pub.example")
+        await plain("https://pub.example/telephony/twilio/status", b"", {})
+    assert seen == ["/telephony/twilio/voice?x=1", "/telephony/twilio/status"]
