@@ -50,19 +50,23 @@ async def claim(ctx: CommandContext, message: dict[str, Any]) -> dict[str, Any]:
     user = await _fresh_user(app, ctx.user.id)
     now = app[appkeys.CLOCK].now()
     async with app[appkeys.DATABASE].begin() as db:
-        request = await claim_request(db, message.get("request_id"), user, now)
+        request = await claim_request(
+            db, message.get("request_id"), user, now, ctx.connection.ip_truncated
+        )
         summary = await describe_request(db, request)
         site_id = request.site_id
     await publish_site_event(app, site_id, "contact.claimed", {"request": summary})
     return {"request": summary}
 
 
-async def _claim_for_callback(app: web.Application, user: User, request_id: Any) -> None:
+async def _claim_for_callback(
+    app: web.Application, user: User, request_id: Any, ip: str | None
+) -> None:
     """Hold the request before calling: a callback is a claim (one advisor per visitor)."""
     now = app[appkeys.CLOCK].now()
     try:
         async with app[appkeys.DATABASE].begin() as db:
-            request = await claim_request(db, request_id, user, now)
+            request = await claim_request(db, request_id, user, now, ip)
             summary = await describe_request(db, request)
             newly = request.claimed_at == now
             site_id = request.site_id
@@ -92,7 +96,7 @@ async def callback(ctx: CommandContext, message: dict[str, Any]) -> dict[str, An
     request_id = message.get("request_id")
     site_key: str | None = None
     if request_id is not None:
-        await _claim_for_callback(app, user, request_id)
+        await _claim_for_callback(app, user, request_id, ctx.connection.ip_truncated)
         async with app[appkeys.DATABASE].sessions() as db:
             request, site = await request_of_user(db, request_id, user)
             visitor_phone, session_id, site_key = (
@@ -132,6 +136,7 @@ async def callback(ctx: CommandContext, message: dict[str, Any]) -> dict[str, An
             at=now,
             user=user,
             target=f"call:{call.id}",
+            ip_truncated=ctx.connection.ip_truncated,
             site_id=call.site_id,
             request_id=request_id,
         )
@@ -149,14 +154,16 @@ async def tag(ctx: CommandContext, message: dict[str, Any]) -> dict[str, Any]:
     now = app[appkeys.CLOCK].now()
     if target == "request":
         async with app[appkeys.DATABASE].begin() as db:
-            request = await tag_request(db, target_id, user, outcome, now)
+            request = await tag_request(
+                db, target_id, user, outcome, now, ctx.connection.ip_truncated
+            )
             summary = await describe_request(db, request)
             site_id, key = request.site_id, request.id
         await publish_site_event(app, site_id, "contact.closed", {"request": summary})
         await publish_site_event(app, site_id, "contact.tagged", {"target_id": key, "tag": outcome})
     elif target == "call":
         async with app[appkeys.DATABASE].begin() as db:
-            call = await tag_call(db, target_id, user, outcome, now)
+            call = await tag_call(db, target_id, user, outcome, now, ctx.connection.ip_truncated)
             site_id, key = call.site_id, call.id
         await publish_site_event(app, site_id, "call.tagged", {"target_id": key, "tag": outcome})
     else:

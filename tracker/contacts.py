@@ -444,7 +444,7 @@ def _check_role(user: User) -> None:
 
 
 async def claim_request(
-    db: AsyncSession, request_id: Any, user: User, now: dt.datetime
+    db: AsyncSession, request_id: Any, user: User, now: dt.datetime, ip: str | None = None
 ) -> ContactRequest:
     """Give the request to `user` if nobody holds it; raise Conflict `already_claimed`."""
     _check_role(user)
@@ -486,6 +486,7 @@ async def claim_request(
         at=now,
         user=user,
         target=f"contact_request:{request.id}",
+        ip_truncated=ip,
         site_id=site.id,
     )
     return request
@@ -498,7 +499,12 @@ def _check_tag(tag: Any) -> str:
 
 
 async def tag_request(
-    db: AsyncSession, request_id: Any, user: User, tag: Any, now: dt.datetime
+    db: AsyncSession,
+    request_id: Any,
+    user: User,
+    tag: Any,
+    now: dt.datetime,
+    ip: str | None = None,
 ) -> ContactRequest:
     """Record the outcome of a request and close it (a closed one can be re-tagged)."""
     _check_role(user)
@@ -521,6 +527,7 @@ async def tag_request(
         at=now,
         user=user,
         target=f"contact_request:{request.id}",
+        ip_truncated=ip,
         site_id=site.id,
         tag=outcome,
     )
@@ -552,7 +559,9 @@ async def close_request(
     return request
 
 
-async def tag_call(db: AsyncSession, call_id: Any, user: User, tag: Any, now: dt.datetime) -> Call:
+async def tag_call(
+    db: AsyncSession, call_id: Any, user: User, tag: Any, now: dt.datetime, ip: str | None = None
+) -> Call:
     """Record the outcome of a call of the user's account."""
     _check_role(user)
     outcome = _check_tag(tag)
@@ -575,6 +584,7 @@ async def tag_call(db: AsyncSession, call_id: Any, user: User, tag: Any, now: dt
         at=now,
         user=user,
         target=f"call:{call.id}",
+        ip_truncated=ip,
         site_id=site.id,
         tag=outcome,
     )
