@@ -322,6 +322,16 @@ async def test_costs_and_webhooks(api: Api) -> None:
     )
     await api.call("DELETE", f"/api/v1/webhooks/{created['id']}", "other", expect=404)
     await api.call("DELETE", f"/api/v1/webhooks/{created['id']}", "write", expect=204)
+    # Each with where from, like every audit entry (found by an audit: these had none).
+    async with api.client.app[appkeys.DATABASE].sessions() as db:
+        entries = await db.execute(
+            select(AuditEntry.action, AuditEntry.ip_truncated).where(
+                AuditEntry.action.in_(["costs.imported", "webhook.created", "webhook.deleted"])
+            )
+        )
+        where = {action: ip for action, ip in entries}
+    assert set(where) == {"costs.imported", "webhook.created", "webhook.deleted"}
+    assert all(ip for ip in where.values()), where
 
 
 async def test_every_operation_was_validated(api: Api) -> None:

@@ -356,6 +356,15 @@ def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
         return None
 
 
+def client_address(request: web.Request) -> str | None:
+    """Where a request comes from, truncated as everything stored keeps it (audit entries)."""
+    from tracker import appkeys  # (tracker.appkeys imports the database, which imports us)
+    from tracker.geo import truncate_ip
+
+    settings = request.app[appkeys.SETTINGS]
+    return truncate_ip(client_ip(request, settings.trusted_proxies))
+
+
 def client_ip(request: web.Request, trusted_proxies: tuple[str, ...] = ()) -> str | None:
     """Return the visitor's address, trusting X-Forwarded-For only from trusted proxies.
 

@@ -29,7 +29,6 @@ from dashboard.reports.queries import CallFilter, Row, Scope
 from tracker import appkeys
 from tracker.audit import audit
 from tracker.errors import ApiError, NotFound
-from tracker.geo import truncate_ip
 from tracker.models import (
     Call,
     Cart,
@@ -42,7 +41,7 @@ from tracker.models import (
 )
 from tracker.phones import mask_e164
 from tracker.privacy.restrict import contact_request_visible, session_visible
-from tracker.web import client_ip, is_digits, parse_id, read_json
+from tracker.web import client_address, is_digits, parse_id, read_json
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
@@ -104,7 +103,7 @@ async def _audit(
             actor=token.actor,
             account_id=token.account_id,
             target=target,
-            ip_truncated=truncate_ip(client_ip(request, app[appkeys.SETTINGS].trusted_proxies)),
+            ip_truncated=client_address(request),
             **detail,
         )
 
@@ -599,6 +598,7 @@ async def create_webhook(request: web.Request) -> web.Response:
             at=now,
             actor=token.actor,
             account_id=token.account_id,
+            ip_truncated=client_address(request),
             target=f"webhook:{endpoint.id}",
         )
     return web.json_response(endpoint_json(endpoint, secret=True), status=201)
@@ -618,6 +618,7 @@ async def delete_webhook(request: web.Request) -> web.Response:
             at=now,
             actor=token.actor,
             account_id=token.account_id,
+            ip_truncated=client_address(request),
             target=f"webhook:{endpoint.id}",
         )
     return web.Response(status=204)
@@ -660,6 +661,7 @@ async def import_costs(request: web.Request) -> web.Response:
             at=now,
             actor=token.actor,
             account_id=token.account_id,
+            ip_truncated=client_address(request),
             target=f"costs:{import_id}",
             rows=len(parsed),
         )

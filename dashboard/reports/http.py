@@ -44,6 +44,7 @@ from tracker.geo import truncate_ip
 from tracker.models import AdCost, Site, WebhookDelivery, WebhookEndpoint
 from tracker.web import (
     BODY_ERRORS,
+    client_address,
     client_ip,
     drop_unread_body,
     log_background_failure,
@@ -1066,6 +1067,7 @@ async def costs_upload(request: web.Request) -> web.Response:
             action="costs.imported",
             at=now,
             user=ctx.auth.user,
+            ip_truncated=client_address(request),
             target=f"costs:{import_id}",
             rows=len(parsed),
             site_id=site_id,
@@ -1176,6 +1178,7 @@ async def webhooks_create(request: web.Request) -> web.Response:
                 action="webhook.created",
                 at=now,
                 user=ctx.auth.user,
+                ip_truncated=client_address(request),
                 target=f"webhook:{endpoint.id}",
                 url=endpoint.url,
             )
@@ -1232,6 +1235,7 @@ async def webhooks_toggle(request: web.Request) -> web.Response:
             action="webhook.toggled",
             at=now,
             user=ctx.auth.user,
+            ip_truncated=client_address(request),
             target=f"webhook:{endpoint.id}",
             active=endpoint.active,
         )
