@@ -269,16 +269,8 @@ def is_same_site(
     if not host:
         return False
     bare = strip_www(host.lower())
-    if landing_host:
-        # The landing host, a subdomain of it, or a domain it is a subdomain of: a shop at
-        # blog.example.fr reached from example.fr is one site, as is the reverse.
-        # (A bare top-level name such as "fr" is no domain of anyone's.)
-        landing = strip_www(landing_host.lower())
-        if bare == landing:
-            return True
-        inner, outer = (bare, landing) if len(bare) > len(landing) else (landing, bare)
-        if "." in outer and inner.endswith("." + outer):
-            return True
+    if landing_host and bare == strip_www(landing_host.lower()):
+        return True
     if site_domain:
         domain = _site_domain_key(site_domain)
         return bool(domain) and (bare == domain or bare.endswith("." + domain))
