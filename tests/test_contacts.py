@@ -177,25 +177,43 @@ async def test_phone_numbers_are_read_with_the_sites_country(
 
 
 @pytest.mark.parametrize(
-    "raw",
-    ["", "12345", "06 12 34", "not a number", "+33 6 12 34 56 78 99",
+    ("raw", "code"),
+    [("", "invalid_phone"), ("12345", "invalid_phone"), ("06 12 34", "invalid_phone"),
+     ("not a number", "invalid_phone"), ("+33 6 12 34 56 78 99", "invalid_phone"),
      # Numbers the merchant would pay a surcharge or long-distance rates to call back (toll
-     # fraud: found by an audit): premium rate, shared cost, far away.
-     "0899 123 456", "08 36 65 65 65", "+44 909 879 0000", "+247 6 1234", "+1 201 555 0123"],
+     # fraud: found by an audit): premium rate, shared cost, far away. Said apart from a
+     # mistyped number: retrying the same number will not help.
+     ("0899 123 456", "uncallable_number"), ("08 36 65 65 65", "uncallable_number"),
+     ("+44 909 879 0000", "uncallable_number"), ("+247 6 1234", "uncallable_number"),
+     ("+1 201 555 0123", "uncallable_number")],
 )  # fmt: skip
 async def test_invalid_phone_numbers_are_refused(
-    database: Database, clock: FrozenClock, raw: str
+    database: Database, clock: FrozenClock, raw: str, code: str
 ) -> None:
     tenant = await make_tenant(database, clock)
     async with database.begin() as db:
         with pytest.raises(ApiError) as raised:
             await create_contact_request(db, tenant.site, None, raw, None, "fr", clock.now())
-    assert raised.value.code == "invalid_phone" and raised.value.status == 400
+    assert raised.value.code == code and raised.value.status == 400
     async with database.sessions() as db:
         count = await db.scalar(
             select(func.count()).where(ContactRequest.site_id == tenant.site.id)
         )
     assert count == 0
+
+
+@pytest.mark.parametrize(
+    "raw", ["+262 692 12 34 56", "+590 690 12 34 56", "+32 470 12 34 56", "+41 79 123 45 67",
+            "+44 7911 123456", "0800 123 456"],
+)  # fmt: skip
+async def test_callback_numbers_a_french_shop_calls_are_taken(
+    database: Database, clock: FrozenClock, raw: str
+) -> None:
+    """Overseas France (Réunion, Guadeloupe), Europe's mobiles, toll-free numbers."""
+    tenant = await make_tenant(database, clock)
+    async with database.begin() as db:
+        request = await create_contact_request(db, tenant.site, None, raw, None, "fr", clock.now())
+    assert request.phone_e164.startswith("+")
 
 
 async def test_a_session_of_another_site_is_not_linked(

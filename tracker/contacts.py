@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tracker.audit import audit
 from tracker.errors import ApiError, Conflict, NotFound
 from tracker.models import Call, Cart, ContactRequest, Site, TrackedSession, User
-from tracker.phones import InvalidPhoneNumber, callback_number, phone_forms
+from tracker.phones import InvalidPhoneNumber, UncallableNumber, callback_number, phone_forms
 
 log = logging.getLogger("calltrack.contacts")
 
@@ -345,6 +345,8 @@ def check_contact_request(site: Site, phone: Any, message: str | None) -> tuple[
         raise ApiError("invalid_phone", "a phone number is required")
     try:
         e164 = callback_number(phone, site.country)
+    except UncallableNumber as exc:
+        raise ApiError("uncallable_number", str(exc), status=400) from exc
     except InvalidPhoneNumber as exc:
         raise ApiError("invalid_phone", "this phone number is not valid", status=400) from exc
     text = (message or "").strip() or None

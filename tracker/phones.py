@@ -111,15 +111,29 @@ _EUROPE = frozenset(
     "MC MT NL NO PL PT RO SE SI SK SM VA".split()
 )
 _NORTH_AMERICA = frozenset(("US", "CA"))
+# A country's overseas parts dial as home (a French site's visitor in Réunion, a US site's in
+# Puerto Rico), with their own region codes.
+_OVERSEAS = {
+    "FR": frozenset("RE GP MQ GF YT PM BL MF NC PF WF".split()),
+    "US": frozenset("PR VI GU AS MP".split()),
+    "NL": frozenset("BQ CW SX AW".split()),
+    "DK": frozenset(("FO", "GL")),
+    "NO": frozenset(("SJ",)),
+    "FI": frozenset(("AX",)),
+    "GB": frozenset(("GG", "JE", "IM")),
+}
 _SURCHARGED = frozenset(
     (
         phonenumbers.PhoneNumberType.PREMIUM_RATE,
         phonenumbers.PhoneNumberType.SHARED_COST,
-        phonenumbers.PhoneNumberType.UAN,
         phonenumbers.PhoneNumberType.PAGER,
         phonenumbers.PhoneNumberType.VOICEMAIL,
     )
 )
+
+
+class UncallableNumber(InvalidPhoneNumber):
+    """A valid number a callback must not ring (surcharged, or far away)."""
 
 
 def callback_number(raw: str, site_country: str) -> str:
@@ -127,12 +141,14 @@ def callback_number(raw: str, site_country: str) -> str:
     invalid, surcharged or far-away one (see above)."""
     number = parse_phone(raw, site_country)
     if phonenumbers.number_type(number) in _SURCHARGED:
-        raise InvalidPhoneNumber(f"{raw!r} is a premium-rate or shared-cost number")
+        raise UncallableNumber(f"{raw!r} is a premium-rate or shared-cost number")
     country = site_country.upper()
     allowed = {country}
     for zone in (_EUROPE, _NORTH_AMERICA):
         if country in zone:
             allowed |= zone
+    for home in list(allowed):
+        allowed |= _OVERSEAS.get(home, frozenset())
     if phonenumbers.region_code_for_number(number) not in allowed:
-        raise InvalidPhoneNumber(f"{raw!r} is outside the countries this shop calls back")
+        raise UncallableNumber(f"{raw!r} is outside the countries this shop calls back")
     return phonenumbers.format_number(number, PhoneNumberFormat.E164)

@@ -79,6 +79,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "This phone number does not look valid. Check it and try again.",
         "fr": "Ce numéro de téléphone ne semble pas valide. Vérifiez-le et réessayez.",
     },
+    "uncallable_number": {
+        "en": "We cannot call this number back (premium rate or abroad). Please give another.",
+        "fr": "Nous ne pouvons pas rappeler ce numéro (surtaxé ou à l'étranger). "
+        "Merci d'en indiquer un autre.",
+    },
     "invalid_message": {
         "en": "Your message is too long (1000 characters at most).",
         "fr": "Votre message est trop long (1000 caractères au plus).",
