@@ -521,7 +521,7 @@ async def receive_incoming_call(
                 db, request, provider, public_url=public_url, now=clock.now(), secret_key=secret_key
             )
         if outcome.created and outcome.call is not None:
-            settled = await settle_pending(database, provider, request.call_sid, clock.now())
+            settled = await settle_safely(database, provider, request.call_sid, clock.now())
             if settled is not None:
                 outcome = IncomingOutcome(outcome.twiml, settled, created=True)
         return outcome
@@ -661,6 +661,18 @@ async def settle_pending(
         return call
 
 
+async def settle_safely(
+    database: Database, provider: str, call_sid: str, now: dt.datetime
+) -> Call | None:
+    """`settle_pending` after an answer is already decided: the call is stored, so a failure
+    here is logged, never the carrier's error (the callbacks stay pending for the next one)."""
+    try:
+        return await settle_pending(database, provider, call_sid, now)
+    except Exception as exc:
+        log.warning("pending callbacks of %s not applied yet: %r", call_sid, exc)
+        return None
+
+
 async def record_callback(
     db: AsyncSession,
     provider: str,
@@ -719,9 +731,11 @@ def whisper_twiml(call: Call, site: Site) -> str:
         if site.record_calls and site.recording_notice:
             return twiml.recording_notice(site.language)
         return twiml.empty()
-    return twiml.whisper(
-        twiml.whisper_phrase(call.channel, call.source, site.language), site.language
+    # A source number's source is the merchant's rule; a visit's, what a link said.
+    phrase = twiml.whisper_phrase(
+        call.channel, call.source, site.language, say_source=call.method == "source-number"
     )
+    return twiml.whisper(phrase, site.language)
 
 
 class CallListeners:

@@ -33,7 +33,7 @@ from telephony.calls import (
     parse_callback,
     receive_incoming_call,
     record_callback,
-    settle_pending,
+    settle_safely,
     whisper_twiml,
 )
 from telephony.carrier_factory import close_carrier, create_carrier
@@ -161,7 +161,7 @@ async def _lifecycle(request: web.Request, kind: str) -> None:
         # Kept pending (no call yet): the voice webhook may have been committing meanwhile.
         key = parse_callback(kind, received).key
         async with asyncio.timeout(DATABASE_DEADLINE):
-            call = await settle_pending(app[appkeys.DATABASE], provider, key, now)
+            call = await settle_safely(app[appkeys.DATABASE], provider, key, now)
     if call is not None:
         notify_call_listeners(app, call)
 
@@ -194,6 +194,9 @@ async def _replay_spooled(app: web.Application, entry: spool.SpooledWebhook) -> 
                 entry.received_at,
                 secret_key=settings.secret_key,
             )
+        if call is None:  # as for a callback received live (see `_lifecycle`)
+            key = parse_callback(entry.kind, entry.params).key
+            call = await settle_safely(database, entry.provider, key, entry.received_at)
     if call is not None:
         notify_call_listeners(app, call)
 

@@ -87,24 +87,31 @@ def _phrase(table: dict[str, str], language: str | None) -> str:
     return table.get((language or "en")[:2].lower(), table["en"])
 
 
-def channel_label(channel: str | None, source: str | None, language: str | None) -> str:
-    """Name a channel briefly for a whisper: "Google Ads", "recherche naturelle"..."""
+def channel_label(
+    channel: str | None, source: str | None, language: str | None, *, say_source: bool = False
+) -> str:
+    """Name a channel briefly for a whisper: "Google Ads", "recherche naturelle"...
+
+    `say_source`: the source is the merchant's own words (a source number's rule), which say
+    more than "unassigned" ("Appel newsletter"). A visit's source is whatever its link said
+    (`utm_source=...`): never read out to the advisor."""
     key = (channel or "", (source or "").lower())
     if key in _SOURCE_LABELS:
         return _SOURCE_LABELS[key]
-    if channel in (None, "Unassigned", "Direct") and source and not source.startswith("("):
-        # A source number's own source says more ("Appel newsletter", "Appel tv").
-        return source
+    if say_source and channel in (None, "Unassigned", "Direct") and source:
+        return source[:40]
     labels = _CHANNEL_LABELS.get((language or "en")[:2].lower(), _CHANNEL_LABELS["en"])
     if channel in labels:
         return labels[channel]
     return channel or _CHANNEL_LABELS["en"][None]
 
 
-def whisper_phrase(channel: str | None, source: str | None, language: str | None) -> str:
+def whisper_phrase(
+    channel: str | None, source: str | None, language: str | None, *, say_source: bool = False
+) -> str:
     """Say where the caller came from: "Appel Google Ads", "Organic Search call"."""
     template = _phrase(WHISPER_TEMPLATE, language)
-    return template.format(channel_label(channel, source, language))
+    return template.format(channel_label(channel, source, language, say_source=say_source))
 
 
 @dataclass(frozen=True)

@@ -424,7 +424,9 @@ def test_a_source_number_of_a_utm_or_landing_rule_has_a_channel(
     number = TrackingNumber(kind="source", rule_type=rule_type, rule_value=value)
     found = source_rule_attribution(site, number)
     assert (found.method, found.channel, found.source) == ("source-number", channel, source)
-    assert whisper_phrase(found.channel, found.source, "fr").startswith(whisper)
+    assert whisper_phrase(found.channel, found.source, "fr", say_source=True).startswith(whisper)
+    # A visit's own source (whatever its link said) is never read out.
+    assert "newsletter" not in whisper_phrase("Unassigned", "newsletter", "fr")
 
 
 async def test_a_pool_number_without_lease_is_forwarded_unattributed(world: World) -> None:
