@@ -781,10 +781,20 @@
   setInterval(async () => {
     if (!ws || ws.readyState !== 1 || held || paused) return;
     try {
+      // Events keep arriving while the snapshot is on its way: a visitor seen since it was
+      // asked for (server time, give or take the clocks) stays, and keeps what it showed.
+      const asked = Date.now() - 30 * 1000;
       const snap = await send('snapshot', {site: null});
-      const live = new Set((snap.visitors || []).map(v => v.id));
-      for (const id of S.visitors.keys()) if (!live.has(id) && !(S.panel && S.panel.id === id)) S.visitors.delete(id);
-      for (const v of snap.visitors || []) upsertVisitor({...v, cart: v.cart || S.visitors.get(v.id)?.cart || null}, v.site || v.site_key);
+      const live = new Map((snap.visitors || []).map(v => [v.id, v]));
+      for (const [id, v] of S.visitors) {
+        if (live.has(id) || (S.panel && S.panel.id === id)) continue;
+        if (!v.last_seen_at || Date.parse(v.last_seen_at) < asked) S.visitors.delete(id);
+      }
+      for (const v of live.values()) {
+        const known = S.visitors.get(v.id);
+        if (known && Date.parse(known.last_seen_at || 0) > Date.parse(v.last_seen_at || 0)) continue;
+        upsertVisitor({...v, cart: v.cart || known?.cart || null}, v.site || v.site_key);
+      }
       renderVisitors();
     } catch (e) { /* the next round tries again */ }
   }, REFRESH_MS);
