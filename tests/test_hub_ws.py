@@ -447,6 +447,15 @@ async def test_a_restricted_visit_is_neither_opened_nor_its_call_popped(
     await publish_contact_requested(
         shop.app, shop.site, await contact_of(database, shop.site, "+33611111111")
     )
+    # A restricted visitor's later visit (a new id) and its request, with another number.
+    visitor_id = secrets.token_hex(8)
+    async with database.begin() as db:
+        db.add(Restriction(account_id=shop.site.account_id, kind="visitor", value=visitor_id,
+                           created_at=dt.datetime.now(dt.UTC), created_by="dpo@velos-martin.fr"))  # fmt: skip
+    shop.app[appkeys.EXTRAS].get("restrictions", {}).clear()
+    later = await shop.collect(ip="198.51.100.77", c=True, v=visitor_id, ti="Retour")
+    request = await contact_of(database, shop.site, "+33622222222", session_id=later["s"])
+    await publish_contact_requested(shop.app, shop.site, request)
     # The next event is another visitor's page.
     other = await shop.collect(ti="Accueil", ip="198.51.100.5")
     seen = (await receive(ws))["event"]
@@ -454,13 +463,15 @@ async def test_a_restricted_visit_is_neither_opened_nor_its_call_popped(
     await ws.close()
 
 
-async def contact_of(database: Database, site: Site, phone: str) -> dict[str, Any]:
+async def contact_of(
+    database: Database, site: Site, phone: str, session_id: str | None = None
+) -> dict[str, Any]:
     """A callback request stored for `phone`, as the contact endpoint describes it."""
     from tracker.contacts import create_contact_request, describe_request
 
     async with database.begin() as db:
         created = await create_contact_request(
-            db, site, None, phone, "Rappel ?", "fr", dt.datetime.now(dt.UTC)
+            db, site, session_id, phone, "Rappel ?", "fr", dt.datetime.now(dt.UTC)
         )
         return await describe_request(db, created)
 

@@ -40,6 +40,20 @@ def session_visible(account_id: int) -> ColumnElement[bool]:
     )
 
 
+def _visit_restricted(account_id: int, session_column: object) -> ColumnElement[bool]:
+    """The visit `session_column` names is restricted, itself or through its visitor (a
+    restricted visitor's later visits have new ids: a review found their callback requests
+    and calls still shown)."""
+    return or_(
+        _restricted(account_id, "session", session_column),
+        exists().where(
+            TrackedSession.id == session_column,
+            TrackedSession.visitor_id.is_not(None),
+            _restricted(account_id, "visitor", TrackedSession.visitor_id),
+        ),
+    )
+
+
 def call_visible(account_id: int) -> ColumnElement[bool]:
     """SQL condition on `Call`: neither the caller nor the attributed visit is restricted."""
     return not_(
@@ -48,7 +62,7 @@ def call_visible(account_id: int) -> ColumnElement[bool]:
                 Call.caller_e164.is_not(None),
                 _restricted(account_id, "phone", Call.caller_e164),
             ),
-            and_(Call.session_id.is_not(None), _restricted(account_id, "session", Call.session_id)),
+            and_(Call.session_id.is_not(None), _visit_restricted(account_id, Call.session_id)),
         )
     )
 
@@ -60,7 +74,7 @@ def contact_request_visible(account_id: int) -> ColumnElement[bool]:
             _restricted(account_id, "phone", ContactRequest.phone_e164),
             and_(
                 ContactRequest.session_id.is_not(None),
-                _restricted(account_id, "session", ContactRequest.session_id),
+                _visit_restricted(account_id, ContactRequest.session_id),
             ),
         )
     )
