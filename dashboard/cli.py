@@ -451,7 +451,9 @@ def main(argv: list[str] | None = None) -> int:
         # when it flushes stdout at exit; point stdout at /dev/null instead.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except IntegrityError:
+    except IntegrityError as exc:
+        if "unique" not in str(exc.orig).lower():
+            raise  # not a race: a bug, with its traceback
         # Another command (or the service) wrote the same record at the same moment: the
         # transaction was rolled back, nothing was saved.
         print(

@@ -223,6 +223,12 @@ def test_business_numbers_are_told_apart_by_their_labels(run: Run) -> None:
         "duplicate_label"
     )
     assert _error(run, *base, "--phone", "01 45 67 89 02", "--label", " ") == "invalid_label"
+    code, _, err = run(*base, "--phone", "01 45 67 89 03", "--label", "APRÈS-VENTE", parse=False)
+    assert code == 0, err
+    # Any script's case (SQLite's lower() folds ASCII only: a review caught it).
+    assert _error(run, *base, "--phone", "01 45 67 89 04", "--label", "Après-vente") == (
+        "duplicate_label"
+    )
     assert _error(run, *base, "--phone", "01 45 67 89 02", "--label", "main") == "duplicate_label"
     assert _error(run, *base, "--phone", "01 45 67 89 02 ext 12", "--label", "b2b") == (
         "invalid_phone"
@@ -273,6 +279,10 @@ def test_site_create_reads_a_trailing_dot_and_refuses_what_it_would_cut(run: Run
         "--phone", "01 23 45 67 89", "--country", "FR", "--language", "fr-BE",
     )  # fmt: skip
     assert code == 0 and (site["domain"], site["language"]) == ("velos-martin.fr", "fr-BE")
+    for tag in ("es-419", "zh-Hant"):
+        code, site, _ = run("site", "create", "--name", "S", "--domain", "velos-martin.fr",
+                            "--phone", "01 23 45 67 89", "--country", "FR", "--language", tag)  # fmt: skip
+        assert code == 0 and site["language"] == tag
     base = ("site", "create", "--name", "S", "--domain", "velos-martin.fr", "--country", "FR")
     assert _error(run, *base, "--phone", "01 23 45 67 89", "--language", "français") == (
         "invalid_language"

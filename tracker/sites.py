@@ -10,7 +10,7 @@ import zoneinfo
 from dataclasses import dataclass
 
 import phonenumbers
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tracker.clock import Clock, SystemClock
@@ -21,7 +21,8 @@ from tracker.phones import InvalidPhoneNumber, phone_forms, to_e164
 CONSENT_MODES = ("required", "not_required")
 POOL_EXHAUSTION = ("overflow", "business")
 _DOMAIN = re.compile(r"^(?=.{1,253}\Z)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*\Z")
-_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z]{2})?\Z")  # fr, fr-BE: 8 characters at most
+# fr, fr-BE, es-419, zh-Hant: 8 characters at most (the column).
+_LANGUAGE = re.compile(r"^(?=.{2,8}\Z)[A-Za-z]{2,3}(?:-[A-Za-z0-9]{2,4})?\Z")
 _COUNTRY_LANGUAGE = {"FR": "fr", "BE": "fr", "LU": "fr", "CH": "fr", "MC": "fr", "CA": "en"}
 
 
@@ -173,12 +174,9 @@ async def add_business_number(
     label = (label or "").strip()
     if not label or len(label) > 100:
         raise ApiError("invalid_label", "a business number needs a label of 1 to 100 characters")
-    taken = await db.scalar(
-        select(BusinessNumber.id).where(
-            BusinessNumber.site_id == site.id, func.lower(BusinessNumber.label) == label.lower()
-        )
-    )
-    if taken is not None:
+    # Compared here, not with SQL lower(): SQLite's folds ASCII only ("APRÈS-VENTE").
+    labels = await db.scalars(select(BusinessNumber.label).where(BusinessNumber.site_id == site.id))
+    if label.casefold() in {existing.casefold() for existing in labels}:
         raise Conflict("duplicate_label", f"this site already has a number labelled {label!r}")
     number = BusinessNumber(site_id=site.id, e164=e164, label=label)
     db.add(number)
