@@ -919,15 +919,16 @@ async def test_a_page_opened_from_elsewhere_starts_its_own_consentless_visit(
         assert unknown.session == latest, y
 
 
-async def test_browsers_that_shared_a_consentless_visit_part_when_they_consent(
-    client: TestClient[Any, Any], database: Database
-) -> None:
-    """Two browsers of one address joined one visit before consent (an older snippet, or a
-    link followed in each); each consenting browser makes its own visitor id, and the second
-    one forks the visit: its own pool number, the same origin."""
-    site = await new_site(database)
-    await _add_numbers(client, database, site, count=3)
-    one, two = Visitor(client, site), Visitor(client, site)
+async def _share_then_consent(
+    first_client: TestClient[Any, Any],
+    second_client: TestClient[Any, Any],
+    database: Database,
+    site: Site,
+) -> tuple[Visitor, Visitor, str | None, dict[str, Any], dict[str, Any]]:
+    """Two browsers of one address share a consentless visit, then each consents (through
+    its own worker, when two are given): the second forks the visit, with its own number."""
+    await _add_numbers(first_client, database, site, count=3)
+    one, two = Visitor(first_client, site), Visitor(second_client, site)
     await one.view("https://velos-martin.fr/?utm_source=google&utm_medium=cpc&gclid=g1")
     await two.view("https://velos-martin.fr/velos", referrer="https://velos-martin.fr/", y=0)
     assert one.session == two.session
@@ -938,6 +939,20 @@ async def test_browsers_that_shared_a_consentless_visit_part_when_they_consent(
     assert one.session == shared and reply_one["v"] == first_id
     assert two.session != shared and reply_two["v"] == second_id
     assert _shown(reply_one) and _shown(reply_two) and _shown(reply_one) != _shown(reply_two)
+    return one, two, shared, reply_one, reply_two
+
+
+async def test_browsers_that_shared_a_consentless_visit_part_when_they_consent(
+    client: TestClient[Any, Any], database: Database
+) -> None:
+    """Two browsers of one address joined one visit before consent (an older snippet, or a
+    link followed in each); each consenting browser makes its own visitor id, and the second
+    one forks the visit: its own pool number, the same origin."""
+    site = await new_site(database)
+    one, two, shared, reply_one, reply_two = await _share_then_consent(
+        client, client, database, site
+    )
+    first_id, second_id = reply_one["v"], reply_two["v"]
     fork = await load_session(database, two.session or "")
     assert (fork.visitor_id, fork.consent) == (second_id, True)
     assert (fork.channel, fork.gclid) == ("Paid Search", "g1")
@@ -1000,19 +1015,9 @@ async def test_browsers_that_shared_a_visit_part_when_they_consent_on_two_worker
 ) -> None:
     """The second browser consents on a worker whose copy of the shared visit predates the
     first browser's consent: it must still fork the visit, not take it (and its number) over."""
-    one, two = two_workers
     site = await new_site(database)
-    await _add_numbers(one, database, site, count=3)
-    first, second = Visitor(one, site), Visitor(two, site)
-    await first.view("https://velos-martin.fr/?utm_source=google&utm_medium=cpc&gclid=g1")
-    await second.view("https://velos-martin.fr/velos", referrer="https://velos-martin.fr/", y=0)
-    assert first.session == second.session
-    shared = first.session
-    first_id, second_id = secrets.token_hex(8), secrets.token_hex(8)
-    reply_one = await first.send("consent", c=True, v=first_id)
-    reply_two = await second.send("consent", c=True, v=second_id)
-    assert first.session == shared and second.session != shared
-    assert _shown(reply_one) and _shown(reply_two) and _shown(reply_one) != _shown(reply_two)
+    first, _, shared, reply_one, reply_two = await _share_then_consent(*two_workers, database, site)
+    first_id = reply_one["v"]
     assert (await load_session(database, shared or "")).visitor_id == first_id
     reply_one = await first.send("ping", c=True, v=first_id, d=1000)
     assert first.session == shared and _shown(reply_one) != _shown(reply_two)

@@ -574,52 +574,38 @@ async def purge_exports(
     return len(expired)
 
 
-async def _purge_orphan_events(database: Database, now: dt.datetime, batch_size: int) -> int:
-    """Delete carrier callbacks that never matched a call, after ORPHAN_EVENT_TTL."""
+async def _delete_in_batches(
+    database: Database, key: Any, conditions: list[ColumnElement[bool]], batch_size: int
+) -> int:
+    """Delete the rows matching `conditions` (`key` is their table's id column), a batch per
+    short transaction; return how many went."""
     deleted = 0
     while True:
         async with database.begin() as db:
             ids = list(
-                await db.scalars(
-                    select(CarrierEvent.id)
-                    .where(
-                        CarrierEvent.received_at < now - ORPHAN_EVENT_TTL,
-                        ~select(Call.id)
-                        .where(Call.provider_call_id == CarrierEvent.provider_call_id)
-                        .exists(),
-                    )
-                    .order_by(CarrierEvent.id)
-                    .limit(batch_size)
-                )
+                await db.scalars(select(key).where(*conditions).order_by(key).limit(batch_size))
             )
             if ids:
-                await db.execute(delete(CarrierEvent).where(CarrierEvent.id.in_(ids)))
+                await db.execute(delete(key.table).where(key.in_(ids)))
         deleted += len(ids)
         if len(ids) < batch_size:
             return deleted
+
+
+async def _purge_orphan_events(database: Database, now: dt.datetime, batch_size: int) -> int:
+    """Delete carrier callbacks that never matched a call, after ORPHAN_EVENT_TTL."""
+    matched = select(Call.id).where(Call.provider_call_id == CarrierEvent.provider_call_id)
+    conditions = [CarrierEvent.received_at < now - ORPHAN_EVENT_TTL, ~matched.exists()]
+    return await _delete_in_batches(database, CarrierEvent.id, conditions, batch_size)
 
 
 async def _purge_deliveries(database: Database, now: dt.datetime, batch_size: int) -> int:
     """Delete webhook deliveries done with (delivered, or given up) for WEBHOOK_DELIVERY_TTL."""
-    deleted = 0
-    while True:
-        async with database.begin() as db:
-            ids = list(
-                await db.scalars(
-                    select(WebhookDelivery.id)
-                    .where(
-                        WebhookDelivery.status != "pending",
-                        WebhookDelivery.created_at < now - WEBHOOK_DELIVERY_TTL,
-                    )
-                    .order_by(WebhookDelivery.id)
-                    .limit(batch_size)
-                )
-            )
-            if ids:
-                await db.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids)))
-        deleted += len(ids)
-        if len(ids) < batch_size:
-            return deleted
+    conditions = [
+        WebhookDelivery.status != "pending",
+        WebhookDelivery.created_at < now - WEBHOOK_DELIVERY_TTL,
+    ]
+    return await _delete_in_batches(database, WebhookDelivery.id, conditions, batch_size)
 
 
 async def delete_closed_account(
