@@ -408,6 +408,19 @@ async def test_snapshot_and_visitor_panel_show_only_my_visitors_and_are_audited(
             )
         )
     assert f"session:{visit['s']}" in audited and f"session:{stranger['s']}" not in audited
+    # The live list (visitors, requesters' numbers) is a read of personal data too: audited
+    # once per console connection, not on each of its minute's refreshes (found by an audit).
+    await command(ws, 6, "snapshot", site=None)
+    async with database.sessions() as db:
+        snapshots = list(
+            await db.execute(
+                select(AuditEntry.ip_truncated, AuditEntry.detail).where(
+                    AuditEntry.action == "console.snapshot",
+                    AuditEntry.account_id == shop.site.account_id,
+                )
+            )
+        )
+    assert len(snapshots) == 1 and snapshots[0][0] and snapshots[0][1]["visitors"] == 1
     await ws.close()
 
 

@@ -262,6 +262,13 @@ async def snapshot(ctx: CommandContext, payload: dict[str, Any]) -> dict[str, An
         requests: list[dict[str, Any]] = []
         if contacts is not None and hasattr(contacts, "open_requests"):
             requests = await contacts.open_requests(db, list(keys), account_id=ctx.account_id)
+    if not ctx.connection.snapshot_audited:
+        # Visitors' pages and carts, requesters' numbers and messages: a read of personal data.
+        async with app[appkeys.DATABASE].begin() as db:
+            await audit(db, action="console.snapshot", at=now, user=ctx.user,
+                        ip_truncated=ctx.connection.ip_truncated, visitors=len(visitors),
+                        requests=len(requests), calls=len(live_calls))  # fmt: skip
+        ctx.connection.snapshot_audited = True
     return {"visitors": visitors, "requests": requests, "calls": live_calls}
 
 

@@ -95,6 +95,9 @@ class Connection:
         self.last_message_id = 0
         # Subscribed site id → site key.
         self.sites: dict[int, str] = {}
+        # The first snapshot of a connection is audited (who saw the live list, from where);
+        # the console's minute refreshes of the same list are not.
+        self.snapshot_audited = False
         self._loop = asyncio.get_running_loop()
         self.last_received = self._loop.time()
         # Each console is pinged on its own schedule (from when it connected), so that ten
