@@ -115,6 +115,9 @@ async def add_call(database: Database, site: Site, when: dt.datetime, *, recorde
         db.add(call)
         db.add(CarrierEvent(provider="simulated", provider_call_id=sid, kind="status",
                             params={"From": "+33612345678"}, received_at=when))  # fmt: skip
+        if recorded:
+            db.add(CarrierEvent(provider="simulated", provider_call_id=sid, kind="recording",
+                                params={"RecordingSid": call.recording_sid}, received_at=when))  # fmt: skip
         await db.flush()
         return call.id
 
@@ -166,6 +169,15 @@ async def test_purge_deletes_exactly_what_is_past_each_period(
         fresh = await db.get(Call, fresh_call)
         assert recorded is not None and recorded.recording_sid is None and recorded.caller_e164
         assert fresh is not None and fresh.recording_sid is not None
+        # The carrier's recording callbacks hold the same reference: they go with it, and only
+        # those (found by an audit: they stayed until the call itself was purged).
+        kinds = {
+            sid: sorted(await db.scalars(
+                select(CarrierEvent.kind).where(CarrierEvent.provider_call_id == sid)))
+            for sid in (recorded.provider_call_id, fresh.provider_call_id)
+        }  # fmt: skip
+        assert kinds == {recorded.provider_call_id: ["status"],
+                         fresh.provider_call_id: ["recording", "status"]}  # fmt: skip
         events = await db.scalar(
             select(func.count()).where(CarrierEvent.received_at < ago(25), CarrierEvent.params.is_not(None),
                                        CarrierEvent.provider_call_id.not_in(select(Call.provider_call_id)))

@@ -130,6 +130,7 @@ DEFAULT_BATCH = 2000
 DEFAULT_PAUSE_RATIO = 4.0
 # Pending carrier callbacks that never matched a call (unknown numbers, lost calls).
 ORPHAN_EVENT_TTL = dt.timedelta(days=30)
+RECORDING_CALLBACK = "recording"  # CarrierEvent.kind of the carrier's recording callbacks
 # Webhook deliveries keep the exact body sent (a caller's number, a visitor's callback number)
 # for the delivery log: done with (delivered or given up), they go after this long, whatever
 # the data's own retention (the copy outlived the call or request it was about).
@@ -402,6 +403,15 @@ async def _purge_batch(
             return 0, False
         boundary = last
     if target.values is not None:
+        if target.data_class == "recordings":
+            # The carrier's recording callbacks hold the same reference (RecordingSid, URL):
+            # they go with it, not 19 months later with the call (found by an audit).
+            sids = select(Call.provider_call_id).where(*selection).scalar_subquery()
+            await db.execute(
+                delete(CarrierEvent).where(
+                    CarrierEvent.kind == RECORDING_CALLBACK, CarrierEvent.provider_call_id.in_(sids)
+                )
+            )
         statement: Any = update(target.model).where(*selection).values(**target.values)
     else:
         if target.data_class in ("sessions", "calls"):
