@@ -34,7 +34,6 @@ from dashboard.reports import rollup
 from tracker import appkeys
 from tracker.audit import audit
 from tracker.errors import ApiError
-from tracker.geo import truncate_ip
 from tracker.models import AuditEntry, ExportRecord, PurgeCursor, Site
 from tracker.phones import phone_forms
 from tracker.privacy import breach, register, retention
@@ -50,7 +49,7 @@ from tracker.privacy.find import Person, find_person, parse_subject, scope_for
 from tracker.privacy.hashing import subject_ref
 from tracker.privacy.rectify import RECTIFIABLE, rectify
 from tracker.privacy.restrict import lift_restriction, restrict_person
-from tracker.web import client_ip, parse_id, read_form
+from tracker.web import client_address, parse_id, read_form
 
 log = logging.getLogger("calltrack.privacy")
 PRIVACY_ROLES = ("admin", "dpo")
@@ -376,13 +375,12 @@ class Ctx:
 
 async def _ctx(request: web.Request) -> Ctx:
     auth = await require(request, *PRIVACY_ROLES)
-    settings = request.app[appkeys.SETTINGS]
     return Ctx(
         request=request,
         auth=auth,
         lang=pick_language(request, auth.user.language),
         now=request.app[appkeys.CLOCK].now(),
-        ip_truncated=truncate_ip(client_ip(request, settings.trusted_proxies)),
+        ip_truncated=client_address(request),
     )
 
 

@@ -36,10 +36,9 @@ from tracker.contacts import (
     parse_time_ranges,
 )
 from tracker.errors import ApiError
-from tracker.geo import truncate_ip
 from tracker.models import Site, User
 from tracker.sites import snippet_for
-from tracker.web import client_ip, read_form
+from tracker.web import client_address, read_form
 
 BASE = "/dashboard/settings"
 ROLES = ("admin",)
@@ -415,7 +414,7 @@ async def settings_submit(request: web.Request) -> web.Response:
     check_csrf(request, ctx.auth, str(form.get("csrf", "")) or None)
     app = request.app
     now = app[appkeys.CLOCK].now()
-    ip = truncate_ip(client_ip(request, app[appkeys.SETTINGS].trusted_proxies))
+    ip = client_address(request)
     async with app[appkeys.DATABASE].begin() as db:
         sites = await _sites(db, ctx.auth.user.account_id)
         # Only the sites of the admin's own account: another tenant's key reads as unknown.

@@ -34,7 +34,6 @@ from dashboard.pages import escape, nav_for, new_nonce, render_page
 from tracker import appkeys
 from tracker.audit import audit
 from tracker.errors import ApiError
-from tracker.geo import truncate_ip
 from tracker.models import Account, User
 from tracker.phones import phone_forms
 from tracker.users import (
@@ -53,7 +52,7 @@ from tracker.users import (
     update_user,
     verify_password,
 )
-from tracker.web import client_ip, parse_id, read_form
+from tracker.web import client_address, parse_id, read_form
 
 BASE = "/dashboard/users"
 PROFILE = "/profile"
@@ -71,8 +70,7 @@ class Ctx(FormCtx):
 
     @property
     def ip(self) -> str | None:
-        settings = self.request.app[appkeys.SETTINGS]
-        return truncate_ip(client_ip(self.request, settings.trusted_proxies))
+        return client_address(self.request)
 
 
 async def _ctx(request: web.Request, *roles: str) -> Ctx:

@@ -55,8 +55,7 @@ from tracker import appkeys
 from tracker.audit import audit
 from tracker.clock import FrozenClock
 from tracker.errors import ApiError
-from tracker.geo import truncate_ip
-from tracker.web import client_ip, parse_id, read_form, read_json, unreachable
+from tracker.web import client_address, parse_id, read_form, read_json, unreachable
 
 log = logging.getLogger("calltrack.telephony")
 # Webhook bodies are a few dozen short parameters; anything larger is not from a carrier.
@@ -285,7 +284,7 @@ async def request_callback(request: web.Request) -> web.Response:
     async with app[appkeys.DATABASE].begin() as db:
         await audit(db, action="api.callback_placed", at=app[appkeys.CLOCK].now(), user=user,
                     target=f"call:{call.id}", session_id=call.session_id,
-                    ip_truncated=truncate_ip(client_ip(request, settings.trusted_proxies)))  # fmt: skip
+                    ip_truncated=client_address(request))  # fmt: skip
     notify_call_listeners(app, call)
     return web.json_response(
         {

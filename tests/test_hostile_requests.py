@@ -252,20 +252,10 @@ def _request(
 
 
 async def _send(
-    world: World,
-    method: str,
-    path: str,
-    module: str,
-    params: dict[str, str],
-    *,
-    raw: bytes | None = None,
-    content_type: str | None = None,
-    extra_headers: dict[str, str] | None = None,
+    world: World, method: str, path: str, module: str, params: dict[str, str], **options: Any
 ) -> int:
-    path_qs, headers, data = _request(
-        world, method, path, module, params,
-        raw=raw, content_type=content_type, extra_headers=extra_headers,
-    )  # fmt: skip
+    """Send what `_request` builds (its keyword options: raw, content_type, extra_headers)."""
+    path_qs, headers, data = _request(world, method, path, module, params, **options)
     response = await world.client.request(
         method, path_qs, data=data, headers=headers, allow_redirects=False
     )

@@ -40,12 +40,10 @@ from dashboard.reports.roles import (
 from tracker import appkeys
 from tracker.audit import COMMIT_MARGIN, audit, recent_audit_mark
 from tracker.errors import ApiError
-from tracker.geo import truncate_ip
 from tracker.models import AdCost, Site, WebhookDelivery, WebhookEndpoint
 from tracker.web import (
     BODY_ERRORS,
     client_address,
-    client_ip,
     drop_unread_body,
     log_background_failure,
     parse_id,
@@ -204,7 +202,6 @@ async def _audit(
     request: web.Request, auth: Auth, action: str, target: str | None = None, **detail: Any
 ) -> None:
     app = request.app
-    ip = client_ip(request, app[appkeys.SETTINGS].trusted_proxies)
     async with app[appkeys.DATABASE].begin() as db:
         await audit(
             db,
@@ -212,7 +209,7 @@ async def _audit(
             at=app[appkeys.CLOCK].now(),
             user=auth.user,
             target=target,
-            ip_truncated=truncate_ip(ip),
+            ip_truncated=client_address(request),
             **detail,
         )
 
