@@ -60,8 +60,9 @@ async def collect(request: web.Request) -> web.Response:
         gpc_header=request.headers.get("Sec-GPC") == "1",
     )
     try:
-        collector = app[appkeys.COLLECTOR]
-        result = await collector.record(cached.site, event, client, app[appkeys.NUMBERS])
+        result = await app[appkeys.COLLECTOR].record(
+            cached.site, event, client, app[appkeys.NUMBERS]
+        )
     except VisitorExcluded:
         return web.Response(status=204, headers=CORS_HEADERS)
     collect_events(event.type).inc()
